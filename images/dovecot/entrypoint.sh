@@ -1,0 +1,16 @@
+#!/bin/bash
+# Prepare what changes per container start, then exec the daemon in the foreground.
+set -euo pipefail
+
+if [[ -r /run/mailstack/dovecot/dovecot-sql.conf.ext ]]; then
+  install -o root -g root -m 0600 /run/mailstack/dovecot/dovecot-sql.conf.ext /etc/dovecot/
+else
+  echo "mailstack-dovecot: /run/mailstack/dovecot/dovecot-sql.conf.ext missing: is the state directory mounted?" >&2
+fi
+
+# Sockets left by a stopped Dovecot survive in the shared volume: remove them, Dovecot makes new ones.
+rm -f /var/spool/postfix/private/auth /var/spool/postfix/private/dovecot-lmtp
+chown postfix:root /var/spool/postfix/private && chmod 0700 /var/spool/postfix/private
+chown vmail:vmail /var/mail/vmail && chmod 0750 /var/mail/vmail
+
+exec "$@"

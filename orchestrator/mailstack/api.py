@@ -1,0 +1,243 @@
+"""The Python API: bring a stack up (the CLI's `up`), and MailStack, a disposable stack for tests."""
+
+from __future__ import annotations
+
+import email
+import email.message
+import email.policy
+import email.utils
+import secrets as random_secrets
+import shutil
+import smtplib
+import ssl
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imapclient import IMAPClient
+
+from mailstack import passwords, provision
+from mailstack.db import Database
+from mailstack.errors import MailstackError, NotReady
+from mailstack.seed import SeedFile, check_address, check_domain, check_login_address, check_password
+from mailstack.seed import load as load_seed
+from mailstack.seed import seed_database
+from mailstack.settings import Settings, load_settings
+from mailstack.stack import Endpoints, Stack, prune_stale, torn_down_on_failure
+
+Report = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def bring_up(settings: Settings, seed: SeedFile | None = None, report: Report = _quiet,
+             provision_host: bool = True, volumes_on_failure: bool = False) -> Stack:
+    """Provision what is missing, build (cached), start, wait for real readiness, create tables, seed."""
+    if provision_host:
+        provision.provision(report)
+    stack = Stack(settings)
+    stack.build(report)
+    stack.prepare()
+    report("starting containers")
+    with torn_down_on_failure(stack, volumes=volumes_on_failure):
+        stack.start(report)
+        stack.wait_ready(["mysql"], report=report)
+        database = Database.for_stack(stack)
+        changes = seed_database(database, seed or SeedFile(), settings.password_scheme, settings.hash_cost)
+        if changes:
+            report(f"seeded: {len(changes)} change(s)")
+        stack.wait_ready(["dovecot", "postfix"], report=report)
+    return stack
+
+
+@dataclass(frozen=True)
+class User:
+    address: str
+    password: str
+
+
+class MailStack:
+    """A disposable, isolated stack: own project, network, volumes and random loopback ports.
+
+    with MailStack(seed={"domains": ["example.test"]}) as stack:
+        user = stack.add_user()
+        stack.send(user, to=user.address, subject="hi", body="hello")
+        message = stack.wait_for_message(user, subject="hi")
+    """
+
+    def __init__(self, seed: SeedFile | Mapping[str, Any] | None = None, *, project: str | None = None,
+                 keep: bool = False, reuse: bool = False, domain: str = "example.test",
+                 report: Report = _quiet, **settings: Any) -> None:
+        self.seed = seed if isinstance(seed, SeedFile) else SeedFile.model_validate(dict(seed or {}))
+        self.domain = check_domain(domain)
+        self.keep = keep
+        self.reuse = reuse
+        self.report = report
+        name = project or f"mailstack-test-{uuid.uuid4().hex[:8]}"
+        state_root = Path(tempfile.gettempdir()) / "mailstack-stacks"
+        defaults: dict[str, Any] = {
+            "project": name, "state_dir": state_root / name, "ephemeral": not keep and not reuse,
+            "hash_cost": "fast", "fast_retry": True,
+            **{f"{port}_port": 0 for port in ("smtp", "submission", "smtps", "imaps", "pop3s")},
+        }
+        self.settings = load_settings(**{**defaults, **settings})
+        self._stack: Stack | None = None
+        self._endpoints: Endpoints | None = None
+        self._database: Database | None = None
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> MailStack:
+        return cls(load_seed(Path(path)), **kwargs)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> MailStack:
+        prune_stale()
+        seed = self.seed
+        if self.domain not in seed.domains:
+            seed = SeedFile(domains=[*seed.domains, self.domain], users=seed.users, aliases=seed.aliases)
+        stack = Stack(self.settings)
+        if self.reuse and stack.is_running():
+            self._stack = stack
+            stack.wait_ready()
+            seed_database(Database.for_stack(stack), seed, self.settings.password_scheme, self.settings.hash_cost)
+        else:
+            self._stack = bring_up(self.settings, seed, self.report, volumes_on_failure=not self.keep)
+        self._endpoints = self._stack.endpoints()
+        self._database = Database.for_stack(self._stack)
+        return self
+
+    def stop(self) -> None:
+        if self._stack is None:
+            return
+        if not (self.keep or self.reuse):
+            self._stack.down(volumes=True)
+            shutil.rmtree(self.settings.state_dir, ignore_errors=True)
+        self._stack = None
+
+    def __enter__(self) -> MailStack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --- what code under test needs -----------------------------------------------------------
+
+    @property
+    def stack(self) -> Stack:
+        if self._stack is None:
+            raise MailstackError("this MailStack is not started", "use it as `with MailStack() as stack:`")
+        return self._stack
+
+    @property
+    def endpoints(self) -> Endpoints:
+        if self._endpoints is None:
+            raise MailstackError("this MailStack is not started", "use it as `with MailStack() as stack:`")
+        return self._endpoints
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.settings.ca_cert
+
+    @property
+    def hostname(self) -> str:
+        return self.settings.hostname
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts this stack's CA (verification stays on)."""
+        return ssl.create_default_context(cafile=str(self.ca_cert))
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            raise MailstackError("this MailStack is not started")
+        return self._database
+
+    # --- data ---------------------------------------------------------------------------------
+
+    def add_domain(self, name: str) -> str:
+        name = check_domain(name)
+        with self.database.transaction() as store:
+            store.add_domain(name)
+        return name
+
+    def add_user(self, address: str | None = None, password: str | None = None) -> User:
+        address = check_login_address(address or f"user-{uuid.uuid4().hex[:10]}@{self.domain}")
+        password = check_password(password or random_secrets.token_urlsafe(12))
+        hashed = passwords.hash_password(password, self.settings.password_scheme, self.settings.hash_cost)
+        with self.database.transaction() as store:
+            if not store.add_user(address, hashed):
+                raise MailstackError(f"cannot add {address}: its domain is not a local domain",
+                                     "add the domain first (add_domain or the seed)")
+        return User(address, password)
+
+    def add_alias(self, source: str, *destinations: str) -> None:
+        source = check_address(source)
+        with self.database.transaction() as store:
+            store.add_alias(source, [check_address(d) for d in destinations])
+
+    # --- mail ---------------------------------------------------------------------------------
+
+    def send(self, user: User | None, to: str | list[str], subject: str = "test", body: str = "test",
+             sender: str | None = None, message: email.message.EmailMessage | None = None) -> str:
+        """Send one message: as `user` through 587 (STARTTLS + AUTH), or, with user=None, as an outside
+        sender through 25. Returns the Message-ID."""
+        recipients = [to] if isinstance(to, str) else list(to)
+        if message is None:
+            message = email.message.EmailMessage()
+            message["From"] = sender or (user.address if user else "sender@outside.test")
+            message["To"] = ", ".join(recipients)
+            message["Subject"] = subject
+            message["Message-ID"] = email.utils.make_msgid(domain="mailstack.test")
+            message.set_content(body)
+        endpoint = self.endpoints.submission if user else self.endpoints.smtp
+        with smtplib.SMTP(endpoint.host, endpoint.port, local_hostname="client.test", timeout=30) as smtp:
+            smtp.starttls(context=self.ssl_context())
+            if user:
+                smtp.login(user.address, user.password)
+            smtp.send_message(message, from_addr=sender or (user.address if user else None), to_addrs=recipients)
+        return str(message["Message-ID"])
+
+    def imap(self, user: User) -> IMAPClient:
+        client = IMAPClient(self.endpoints.imaps.host, port=self.endpoints.imaps.port, ssl=True,
+                            ssl_context=self.ssl_context(), timeout=30)
+        client.login(user.address, user.password)
+        return client
+
+    def wait_for_message(self, user: User, subject: str | None = None, message_id: str | None = None,
+                         timeout: float = 10.0, interval: float = 0.05,
+                         folder: str = "INBOX") -> email.message.EmailMessage:
+        """Poll the user's mailbox over IMAPS until a message with this subject / Message-ID arrives."""
+        if subject is None and message_id is None:
+            raise ValueError("give subject or message_id")
+        criteria: list[Any] = []
+        if message_id:
+            criteria += ["HEADER", "Message-ID", message_id]
+        if subject:
+            criteria += ["SUBJECT", subject]
+        deadline = time.monotonic() + timeout
+        with self.imap(user) as client:
+            client.select_folder(folder, readonly=True)
+            while True:
+                found = client.search(criteria, charset="UTF-8")
+                if found:
+                    raw = client.fetch(found[-1:], ["RFC822"])[found[-1]][b"RFC822"]
+                    return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
+                if time.monotonic() > deadline:
+                    raise NotReady(f"no message {subject or message_id!r} for {user.address} within {timeout}s",
+                                   "`mailstack logs postfix` shows whether it was accepted and delivered")
+                time.sleep(interval)  # poll interval, bounded by the deadline
+                client.noop()
+
+
+__all__ = ["MailStack", "User", "bring_up"]

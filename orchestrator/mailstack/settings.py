@@ -1,0 +1,107 @@
+"""One frozen, validated settings object, resolved once at the edge (CLI flags > environment > .env)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mailstack.errors import MailstackError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PORT_NAMES = ("smtp", "submission", "smtps", "imaps", "pop3s")
+
+
+def stack_files_dir() -> Path:
+    """Where compose.yaml and images/ live: inside the wheel, or the source checkout."""
+    for candidate in (PACKAGE_DIR / "stack_files", PACKAGE_DIR.parent.parent):
+        if (candidate / "compose.yaml").is_file():
+            return candidate
+    raise MailstackError("compose.yaml not found next to the mailstack package", "reinstall mailstack")
+
+
+class Settings(BaseSettings):
+    """Everything the orchestrator needs to know, validated; nothing else reads the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAILSTACK_", env_file=".env", env_file_encoding="utf-8", frozen=True, extra="ignore"
+    )
+
+    project: str = Field("mailstack", description="compose project name; isolates containers and volumes")
+    hostname: str = "mail.mailstack.test"
+    bind_address: str = "127.0.0.1"
+    smtp_port: int = Field(25, ge=0, le=65535)
+    submission_port: int = Field(587, ge=0, le=65535)
+    smtps_port: int = Field(465, ge=0, le=65535)
+    imaps_port: int = Field(993, ge=0, le=65535)
+    pop3s_port: int = Field(995, ge=0, le=65535)
+    db_port: int | None = Field(None, ge=0, le=65535, description="publish MariaDB on the host (off by default)")
+    state_dir: Path = Path(".mailstack")
+    seed_file: Path | None = None
+    password_scheme: Literal["ARGON2ID", "BLF-CRYPT"] = "ARGON2ID"
+    hash_cost: Literal["production", "fast"] = "production"
+    schema_flavour: Literal["default"] = "default"
+    fast_retry: bool = Field(False, description="short Postfix queue/backoff timings, for fault tests")
+    wait_timeout: float = Field(90.0, gt=0)
+    ephemeral: bool = Field(False, description="a disposable stack (tests): labelled for pruning")
+
+    @field_validator("project")
+    @classmethod
+    def _project_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", value):
+            raise ValueError("must be lowercase letters, digits, '-' or '_' (a compose project name)")
+        return value
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        if not re.fullmatch(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", value.lower()):
+            raise ValueError("must be a fully qualified host name like mail.example.test")
+        return value.lower()
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    def ports(self) -> dict[str, int]:
+        return {name: getattr(self, f"{name}_port") for name in PORT_NAMES}
+
+    @property
+    def config_dir(self) -> Path:
+        return self.state_dir / "config"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.config_dir / "tls" / "ca.crt"
+
+    def env_var(self, field: str) -> str:
+        return f"MAILSTACK_{field.upper()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Resolve settings once; CLI flags arrive as overrides (None means 'not given')."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise MailstackError(
+            f"invalid setting {field}: {first['msg']}",
+            f"check MAILSTACK_{field.upper()} in your environment or .env, or the matching flag",
+        ) from exc
+
+
+def image_tag(root: Path) -> str:
+    """A content hash of the image build contexts: images are rebuilt only when their inputs change."""
+    digest = hashlib.sha256()
+    for path in sorted((root / "images").rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
