@@ -23,9 +23,15 @@ from imapclient import IMAPClient
 from mailstack import passwords, provision
 from mailstack.db import Database
 from mailstack.errors import MailstackError, NotReady
-from mailstack.seed import SeedFile, check_address, check_domain, check_login_address, check_password
+from mailstack.seed import (
+    SeedFile,
+    check_address,
+    check_domain,
+    check_login_address,
+    check_password,
+    seed_database,
+)
 from mailstack.seed import load as load_seed
-from mailstack.seed import seed_database
 from mailstack.settings import Settings, load_settings
 from mailstack.stack import Endpoints, Stack, prune_stale, torn_down_on_failure
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -372,7 +372,7 @@ def prune_stale(everything: bool = False) -> list[str]:
     containers, volumes and networks. What testcontainers' reaper does, without its image."""
     docker = DockerClient()
     try:
-        containers = docker.container.list(all=True, filters={"label": f"{LABEL_EPHEMERAL}=true"})
+        containers = docker.container.list(all=True, filters=[("label", f"{LABEL_EPHEMERAL}=true")])
     except DockerException:
         return []
     stale: set[str] = set()
@@ -383,7 +383,7 @@ def prune_stale(everything: bool = False) -> list[str]:
             stale.add(labels.get(LABEL_PROJECT, ""))
     stale.discard("")
     for project in sorted(stale):
-        selector = {"label": f"com.docker.compose.project={project}"}
+        selector = [("label", f"com.docker.compose.project={project}")]
         members = docker.container.list(all=True, filters=selector)
         if members:
             docker.container.remove(members, force=True, volumes=True)
@@ -403,10 +403,8 @@ def torn_down_on_failure(stack: Stack, volumes: bool) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        try:
+        with suppress(MailstackError):
             stack.down(volumes=volumes)
-        except MailstackError:
-            pass
         raise
 
 

@@ -1,0 +1,66 @@
+# mailstack: `make up` for a local mail server, `make test` for the whole suite. `make help` lists all.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MAILSTACK := $(BIN)/mailstack
+SEED ?= examples/seed.yaml
+PYTEST_ARGS ?=
+
+.PHONY: help up down clean status logs provision build test test-unit test-integration lint bench bench-startup bench-mail
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "error: '$(PYTHON) -m venv' is unavailable; hint: install python3-venv (Debian/Ubuntu)" >&2; exit 1; }
+	@echo "• creating the Python environment in $(VENV) (pinned dependencies)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+up: $(VENV)/.installed ## start the stack (installs Docker, Compose, base image if missing), seed the example users
+	@$(MAILSTACK) up --seed $(SEED)
+
+down: $(VENV)/.installed ## stop the stack, keep mail, queue and database
+	@$(MAILSTACK) down
+
+clean: $(VENV)/.installed ## stop the stack and delete its data (volumes)
+	@$(MAILSTACK) down --volumes
+
+status: $(VENV)/.installed ## services, health and endpoints
+	@$(MAILSTACK) status
+
+logs: $(VENV)/.installed ## follow the stack's logs
+	@$(MAILSTACK) logs --follow
+
+provision: $(VENV)/.installed ## install only what is missing: Docker engine, Compose v2, debian:bookworm-slim
+	@$(MAILSTACK) provision
+
+build: provision ## build the images (cached by content hash)
+	@$(MAILSTACK) build
+
+lint: $(VENV)/.installed ## ruff
+	@$(BIN)/ruff check .
+
+test-unit: $(VENV)/.installed ## unit tests only (no Docker)
+	@$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+test-integration: build ## integration tests against a disposable stack (random ports)
+	@$(BIN)/pytest tests/integration -q $(PYTEST_ARGS)
+
+test: lint build ## everything: lint, unit and integration tests
+	@$(BIN)/pytest tests -q $(PYTEST_ARGS)
+
+bench: bench-startup bench-mail ## all benchmarks (print figures)
+
+bench-startup: build ## cold build, first/warm up, idle RAM, image sizes
+	@$(BIN)/python bench/startup.py
+
+bench-mail: build ## delivery latency and throughput
+	@$(BIN)/python bench/mail.py
