@@ -245,11 +245,11 @@ class Stack:
         ca = self.settings.ca_cert
         return {"services": services, "endpoints": endpoints, "ca_cert": str(ca) if ca.exists() else None}
 
-    def exec(self, service: str, argv: Sequence[str], input: bytes | None = None,
-             check: bool = True, user: str | None = None) -> subprocess.CompletedProcess[bytes]:
+    def exec(self, service: str, argv: Sequence[str], input: bytes | None = None, check: bool = True,
+             user: str | None = None, container_id: str | None = None) -> subprocess.CompletedProcess[bytes]:
         """Run argv in a service's container. Bytes in, bytes out, exit code kept."""
-        container = self.container(service)
-        command = ["docker", "exec", "-i"] + (["-u", user] if user else []) + [container.id, *argv]
+        target = container_id or self.container(service).id
+        command = ["docker", "exec", "-i"] + (["-u", user] if user else []) + [target, *argv]
         result = subprocess.run(command, input=input, capture_output=True, check=False, timeout=120)  # noqa: S603
         if check and result.returncode != 0:
             raise CommandError([f"{service}$", *argv], result.returncode,
@@ -280,66 +280,65 @@ class Stack:
 
     # --- readiness ----------------------------------------------------------------------------
 
-    def probe(self, service: str) -> tuple[bool, str]:
+    def probe(self, service: str, container_id: str | None = None) -> tuple[bool, str]:
         """One run of the service's own healthcheck script, now (not on Docker's timer)."""
         try:
-            result = self.exec(service, HEALTHCHECK, check=False)
+            result = self.exec(service, HEALTHCHECK, check=False, container_id=container_id)
         except (CommandError, MailstackError, subprocess.TimeoutExpired) as exc:
             return False, str(exc)
         output = (result.stdout + result.stderr).decode(errors="replace").strip()
         return result.returncode == 0, output
 
     def wait_ready(self, services: Sequence[str] = SERVICES, timeout: float | None = None,
-                   interval: float = 0.1, report: Report | None = None) -> None:
+                   interval: float = 0.05, report: Report | None = None) -> None:
         """Poll each service's healthcheck until it passes. Stops early when a container has exited,
         and fails with its last health output and a log tail."""
-        deadline = time.monotonic() + (timeout or self.settings.wait_timeout)
-        failure: list[BaseException] = []
+        limit = timeout or self.settings.wait_timeout
+        deadline = time.monotonic() + limit
         stop = threading.Event()
+        containers = {service: self.container(service) for service in services}
 
         def wait_for(service: str) -> None:
-            last = ""
+            container = containers[service]
+            last, next_state_check = "", time.monotonic() + 0.5
             while not stop.is_set():
-                ok, last = self.probe(service)
+                ok, last = self.probe(service, container.id)
                 if ok:
                     if report:
                         report(f"{service} ready")
                     return
-                container = self._find(service)
-                if container is None or container.state.status in ("exited", "dead") or (
-                    container.state.restarting
-                ):
+                now = time.monotonic()
+                if now >= next_state_check:  # a dead container will never pass: say so at once
+                    next_state_check = now + 0.5
+                    state = self._state(container)
+                    if state != "running":
+                        raise NotReady(f"{service} stopped while starting (state: {state})\n{self._log_tail(service)}",
+                                       f"`mailstack logs {service}` shows the whole log")
+                if now > deadline:
                     raise NotReady(
-                        f"{service} stopped while starting (state: "
-                        f"{container.state.status if container else 'missing'})\n{self._log_tail(service)}",
-                        f"`mailstack logs {service}` shows the whole log",
-                    )
-                if time.monotonic() > deadline:
-                    raise NotReady(
-                        f"{service} not ready after {timeout or self.settings.wait_timeout:.0f}s; "
-                        f"last health output: {tail(last, 3) or 'none'}\n{self._log_tail(service)}",
-                        f"`mailstack logs {service}`; a slow machine may need MAILSTACK_WAIT_TIMEOUT",
+                        f"{service} not ready after {limit:.0f}s; last health output: {tail(last, 3) or 'none'}\n"
+                        f"{self._log_tail(service)}",
+                        f"`mailstack logs {service}`; a slow machine may need a larger MAILSTACK_WAIT_TIMEOUT",
                     )
                 stop.wait(interval)
 
+        failures: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=len(services)) as pool:
-            futures = [pool.submit(wait_for, service) for service in services]
-            for future in futures:
+            for future in [pool.submit(wait_for, service) for service in services]:
                 try:
                     future.result()
-                except BaseException as exc:  # noqa: BLE001 - first failure wins, others stop
+                except BaseException as exc:  # noqa: BLE001 - the first failure is raised, the others stop
                     stop.set()
-                    failure.append(exc)
-        if failure:
-            raise failure[0]
+                    failures.append(exc)
+        if failures:
+            raise failures[0]
 
-    def _find(self, service: str) -> Container | None:
+    def _state(self, container: Container) -> str:
         try:
-            container = self.container(service)
             container.reload()
-            return container
-        except (StackNotRunning, DockerException):
-            return None
+        except DockerException:
+            return "missing"
+        return "restarting" if container.state.restarting else str(container.state.status)
 
     def _log_tail(self, service: str, lines: int = 15) -> str:
         try:
