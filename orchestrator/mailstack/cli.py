@@ -5,29 +5,66 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
+from mailstack import accounts as accounts_module
+from mailstack import chroot, client, doctor, trace
 from mailstack import provision as provisioning
+from mailstack.db import Database
 from mailstack.errors import MailstackError
 from mailstack.settings import Settings, load_settings
 from mailstack.stack import SERVICES, Stack, prune_stale
 
-app = typer.Typer(
-    help="A real Postfix + Dovecot + MariaDB mail stack in Docker. Start with `mailstack up`.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-)
 console = Console(stderr=True)
 out = Console()
 
-ProjectOpt = Annotated[str | None, typer.Option("--project", "-p", help="compose project name [env: MAILSTACK_PROJECT]")]
+
+def show_error(exc: MailstackError) -> None:
+    """One line saying what failed, one with the hint (markup in messages is printed as is)."""
+    console.print(f"[red]error:[/red] {escape(exc.message)}", soft_wrap=True)
+    if exc.hint:
+        console.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}", soft_wrap=True)
+
+
+class _Group(TyperGroup):
+    """Every command's MailstackError ends as `error: ...` + `hint: ...` and exit 1 (also under CliRunner)."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except MailstackError as exc:
+            show_error(exc)
+            raise typer.Exit(1) from exc
+
+
+app = typer.Typer(
+    cls=_Group,
+    help="A real Postfix + Dovecot + MariaDB mail stack in Docker. Start with `mailstack up`.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+domain_app = typer.Typer(help="Mail domains: add, list, remove.", no_args_is_help=True)
+user_app = typer.Typer(help="Mailbox users: add, list, passwd, remove.", no_args_is_help=True)
+alias_app = typer.Typer(help="Aliases (forwardings): add, list, remove.", no_args_is_help=True)
+app.add_typer(domain_app, name="domain")
+app.add_typer(user_app, name="user")
+app.add_typer(alias_app, name="alias")
+
+ProjectOpt = Annotated[str | None, typer.Option("--project", "-p",
+                                                help="compose project name [env: MAILSTACK_PROJECT]")]
 StateOpt = Annotated[Path | None, typer.Option("--state-dir", help="where secrets, certificates and rendered "
                                                "configs live [env: MAILSTACK_STATE_DIR]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin",
+                                                help="read the password from the first line of standard input")]
 
 
 class Context:
@@ -36,6 +73,7 @@ class Context:
     def __init__(self, **overrides: object) -> None:
         self.overrides = overrides
         self._settings: Settings | None = None
+        self._stack: Stack | None = None
 
     @property
     def settings(self) -> Settings:
@@ -44,7 +82,21 @@ class Context:
         return self._settings
 
     def stack(self) -> Stack:
-        return Stack(self.settings)
+        if self._stack is None:
+            self._stack = Stack(self.settings)
+        return self._stack
+
+    def running_stack(self) -> Stack:
+        """The stack, or StackNotRunning ("run `make up`")."""
+        stack = self.stack()
+        stack.require_running()
+        return stack
+
+    def database(self) -> Database:
+        return Database.for_stack(self.running_stack())
+
+    def accounts(self) -> accounts_module.Accounts:
+        return accounts_module.Accounts(self.database, self.settings.password_scheme, self.settings.hash_cost)
 
 
 @app.callback()
@@ -53,7 +105,7 @@ def main_options(ctx: typer.Context, project: ProjectOpt = None, state_dir: Stat
 
 
 def report(message: str) -> None:
-    console.print(f"[dim]•[/dim] {message}")
+    console.print(f"[dim]•[/dim] {message}", soft_wrap=True)
 
 
 def _endpoint_table(stack: Stack) -> Table:
@@ -174,13 +226,314 @@ def prune(everything: Annotated[bool, typer.Option("--all", help="every disposab
     report(f"removed {len(removed)} stack(s): {', '.join(removed)}" if removed else "nothing to prune")
 
 
+# --- helpers for the data commands ------------------------------------------------------------
+
+def _print_json(data: object) -> None:
+    out.print_json(json.dumps(data))
+
+
+def _table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(Text(str(cell)) for cell in row))  # Text: no markup in data
+    return table
+
+
+def read_password(from_stdin: bool, confirm: bool, prompt: str = "Password",
+                  before_prompt: Callable[[], object] | None = None) -> str:
+    """From the first line of stdin (--password-stdin) or a hidden prompt; never from the command line.
+    `before_prompt` runs first on the interactive path (e.g. checking the stack runs, so nobody types a
+    password twice for nothing)."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise MailstackError("no password on standard input (--password-stdin)",
+                                 "pipe it in: printf '%s\\n' \"$PASSWORD\" | mailstack ... --password-stdin")
+        return password
+    if before_prompt is not None:
+        before_prompt()
+    try:
+        return typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    except typer.Abort as exc:
+        raise MailstackError("no password given", "type it at the prompt, or pipe it in with --password-stdin") from exc
+
+
+# --- domains, users, aliases, seed ------------------------------------------------------------
+
+@domain_app.command("add")
+def domain_add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="e.g. example.test")]) -> None:
+    """Add a mail domain (its users and aliases come next)."""
+    added = ctx.obj.accounts().add_domain(name)
+    report(f"added domain {escape(added)}")
+
+
+@domain_app.command("list")
+def domain_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """The mail domains, with their numbers of users and aliases."""
+    domains = ctx.obj.accounts().domains()
+    if as_json:
+        _print_json([d.as_dict() for d in domains])
+        return
+    out.print(_table("domains", ["domain", "users", "aliases"], [[d.name, d.users, d.aliases] for d in domains]))
+
+
+@domain_app.command("remove")
+def domain_remove(
+    ctx: typer.Context, name: str,
+    force: Annotated[bool, typer.Option("--force", help="also delete its users and aliases")] = False,
+) -> None:
+    """Remove a domain. One that still has users or aliases only with --force (they go with it)."""
+    removed = ctx.obj.accounts().remove_domain(name, force=force)
+    if removed.users:
+        accounts_module.forget_cached_logins(ctx.obj.stack())
+    extra = f" with {removed.users} user(s) and {removed.aliases} alias row(s)" if removed.users or removed.aliases \
+        else ""
+    report(f"removed domain {escape(removed.name)}{extra}" + ("; mail files stay on disk" if removed.users else ""))
+
+
+@user_app.command("add")
+def user_add(ctx: typer.Context, address: Annotated[str, typer.Argument(help="e.g. alice@example.test")],
+             password_stdin: PasswordStdinOpt = False) -> None:
+    """Add a mailbox user. The password is prompted for (twice), or read with --password-stdin."""
+    address = accounts_module.valid_login(address)
+    password = read_password(password_stdin, confirm=True, before_prompt=ctx.obj.running_stack)
+    password = accounts_module.valid_password(password)
+    added = ctx.obj.accounts().add_user(address, password)
+    report(f"added user {escape(added)}")
+
+
+@user_app.command("list")
+def user_list(ctx: typer.Context,
+              domain: Annotated[str | None, typer.Option(help="only this domain's users")] = None,
+              as_json: JsonOpt = False) -> None:
+    """The mailbox users and their password schemes (never the hashes)."""
+    users = ctx.obj.accounts().users(domain)
+    if as_json:
+        _print_json([u.as_dict() for u in users])
+        return
+    out.print(_table("users", ["address", "domain", "scheme"], [[u.address, u.domain, u.scheme] for u in users]))
+
+
+@user_app.command("passwd")
+def user_passwd(ctx: typer.Context, address: str, password_stdin: PasswordStdinOpt = False) -> None:
+    """Set a user's password (prompted for twice, or read with --password-stdin)."""
+    address = accounts_module.valid_login(address)
+    password = read_password(password_stdin, confirm=True, prompt="New password", before_prompt=ctx.obj.running_stack)
+    password = accounts_module.valid_password(password)
+    changed = ctx.obj.accounts().set_password(address, password)
+    accounts_module.forget_cached_logins(ctx.obj.stack(), [changed])
+    report(f"password of {escape(changed)} changed")
+
+
+@user_app.command("remove")
+def user_remove(ctx: typer.Context, address: str) -> None:
+    """Remove a user (its mail files stay on disk)."""
+    removed = ctx.obj.accounts().remove_user(address)
+    accounts_module.forget_cached_logins(ctx.obj.stack(), [removed])
+    report(f"removed user {escape(removed)} (mail files stay on disk)")
+
+
+@alias_app.command("add")
+def alias_add(ctx: typer.Context, source: Annotated[str, typer.Argument(help="the alias, in a local domain")],
+              destinations: Annotated[list[str], typer.Argument(help="where its mail goes (any addresses)")]) -> None:
+    """Add an alias: mail to SOURCE goes to each DESTINATION."""
+    added = ctx.obj.accounts().add_alias(source, destinations)
+    report(f"alias {escape(source.strip().lower())} -> {escape(', '.join(added))}")
+
+
+@alias_app.command("list")
+def alias_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """The aliases and their destinations."""
+    aliases = ctx.obj.accounts().aliases()
+    if as_json:
+        _print_json([{"source": source, "destinations": dests} for source, dests in aliases.items()])
+        return
+    out.print(_table("aliases", ["alias", "destinations"], [[s, ", ".join(d)] for s, d in aliases.items()]))
+
+
+@alias_app.command("remove")
+def alias_remove(ctx: typer.Context, source: str,
+                 destination: Annotated[str | None, typer.Argument(help="only this destination")] = None) -> None:
+    """Remove an alias (all its destinations, or only DESTINATION)."""
+    removed = ctx.obj.accounts().remove_alias(source, destination)
+    report(f"removed {removed} alias row(s) of {escape(source.strip().lower())}")
+
+
+@app.command()
+def seed(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="seed file (YAML), like examples/seed.yaml")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only print what would change")] = False,
+) -> None:
+    """Apply a seed file in one transaction: adds and updates, never deletes. All or nothing."""
+    from mailstack.seed import load as load_seed
+    from mailstack.seed import seed_database
+
+    parsed = load_seed(file)  # file:line errors before anything is touched
+    settings: Settings = ctx.obj.settings
+    changes = seed_database(ctx.obj.database(), parsed, settings.password_scheme, settings.hash_cost, dry_run=dry_run)
+    if not changes:
+        report(f"{escape(str(file))}: nothing to change")
+        return
+    for change in changes:
+        out.print(Text(("would " if dry_run else "") + str(change)))
+    report(f"{len(changes)} change(s) " + ("planned; nothing was changed (--dry-run)" if dry_run else "applied"))
+
+
+# --- diagnosing -------------------------------------------------------------------------------
+
+_STATUS_STYLE = {"ok": "green", "fail": "bold red", "skip": "yellow"}
+
+
+@app.command("doctor")
+def doctor_command(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option(help="look up this address (default: the first user)")] = None,
+    fix_chroot: Annotated[bool, typer.Option("--fix-chroot", help="first re-copy Postfix's chroot files")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the stack piece by piece: one line per check, a hint for each failure; exit 1 if any fails."""
+    user = accounts_module.valid_login(user) if user is not None else None
+    stack = ctx.obj.stack()
+    if fix_chroot:
+        stack.require_running()
+        chroot.sync(stack)
+        report("copied Postfix's chroot files again and reloaded Postfix")
+    results = doctor.run(stack, user)
+    failed = [result for result in results if result.failed]
+    if as_json:
+        _print_json({"ok": not failed, "checks": [result.as_dict() for result in results]})
+    else:
+        width = max(len(result.name) for result in results)
+        for result in results:
+            line = Text(f"{result.status:<5}", style=_STATUS_STYLE[result.status])
+            line.append(f" {result.name:<{width}}  {result.detail}")
+            if result.hint:
+                line.append(f"  hint: {result.hint}", style="yellow")
+            out.print(line, soft_wrap=True)
+        out.print(f"{len(failed)} of {len(results)} checks failed" if failed else f"all {len(results)} checks passed")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("chroot-sync")
+def chroot_sync(ctx: typer.Context) -> None:
+    """Copy resolv.conf, hosts, ... into Postfix's chroot again (Debian's script) and reload Postfix."""
+    stack = ctx.obj.running_stack()
+    chroot.sync(stack)
+    problems = chroot.problems(stack)
+    if problems:
+        raise MailstackError(f"still different after the sync: {'; '.join(map(str, problems))}",
+                             "`mailstack logs postfix`")
+    report(f"{chroot.QUEUE_DIRECTORY}/etc matches /etc again; Postfix reloaded")
+
+
+@app.command("trace")
+def trace_command(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(metavar="QUEUE_ID|MESSAGE_ID",
+                                         help="a Postfix queue id or a Message-ID (an address finds rejections)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Follow one message through Postfix's and Dovecot's logs: accepted, queued, delivered, saved; or why not."""
+    if not query.strip():
+        raise MailstackError("nothing to trace", "give a queue id (e.g. from `mailstack send`) or a Message-ID")
+    stack = ctx.obj.running_stack()
+    found = trace.trace(query, stack.logs("postfix"), stack.logs("dovecot"))
+    if not found.found:
+        raise MailstackError(f"nothing in the logs about {query.strip()}",
+                             "give a queue id (`mailstack send` prints it) or a Message-ID; only the logs since the "
+                             "containers started are searched (`mailstack logs postfix`)")
+    if as_json:
+        _print_json(found.as_dict())
+        return
+    facts = [("queue id", ", ".join(found.queue_ids)), ("message-id", found.message_id and f"<{found.message_id}>"),
+             ("from", found.sender is not None and f"<{found.sender}>"), ("client", found.client),
+             ("sasl user", found.sasl_user), ("size", found.size and f"{found.size} bytes")]
+    for label, value in facts:
+        if value:
+            out.print(Text(f"{label:<11} {value}"), soft_wrap=True)
+    for event in found.events:
+        out.print(Text(f"{event.time}  {event.source:<26} {event.what}"), soft_wrap=True)
+    for line in found.outcome():
+        out.print(Text(f"=> {line}", style="bold"), soft_wrap=True)
+
+
+# --- a mail client's view ---------------------------------------------------------------------
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    sender: Annotated[str, typer.Option("--from", help="the user to log in and send as")],
+    to: Annotated[list[str], typer.Option("--to", help="recipient (repeat for more)")],
+    subject: Annotated[str, typer.Option(help="subject line")] = "mailstack test",
+    body: Annotated[str, typer.Option(help="message text")] = "A test message sent by `mailstack send`.",
+    password_stdin: PasswordStdinOpt = False,
+) -> None:
+    """Send a test message through submission (587: STARTTLS, then AUTH as --from)."""
+    sender = accounts_module.valid_login(sender)
+    recipients = [accounts_module.valid_address(address) for address in to]
+    password = read_password(password_stdin, confirm=False, prompt=f"Password for {sender}",
+                             before_prompt=ctx.obj.running_stack)
+    stack = ctx.obj.running_stack()
+    sent = client.send(stack.endpoints().submission, ctx.obj.settings.ca_cert, sender, password, recipients,
+                       subject=subject, body=body)
+    out.print(Text(f"sent {sent.message_id} to {', '.join(sent.recipients)}"
+                   + (f"; queue id {sent.queue_id}" if sent.queue_id else "")), soft_wrap=True)
+    report(f"follow it: mailstack trace {escape(sent.queue_id or sent.message_id)}")
+
+
+@app.command()
+def inbox(
+    ctx: typer.Context,
+    address: Annotated[str, typer.Argument(help="the mailbox to read (logs in as it)")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="how many messages")] = 10,
+    folder: Annotated[str, typer.Option(help="IMAP folder")] = "INBOX",
+    password_stdin: PasswordStdinOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The newest messages of a mailbox over IMAPS: date, from, subject (read-only)."""
+    address = accounts_module.valid_login(address)
+    password = read_password(password_stdin, confirm=False, prompt=f"Password for {address}",
+                             before_prompt=ctx.obj.running_stack)
+    stack = ctx.obj.running_stack()
+    messages = client.inbox(stack.endpoints().imaps, ctx.obj.settings.ca_cert, address, password,
+                            limit=limit, folder=folder)
+    if as_json:
+        _print_json([message.as_dict() for message in messages])
+        return
+    out.print(_table(f"{address} {folder} (newest first)", ["date", "from", "subject"],
+                     [[m.date, m.sender, m.subject] for m in messages]))
+
+
+@app.command("client-config")
+def client_config(ctx: typer.Context, address: str, as_json: JsonOpt = False) -> None:
+    """The settings to type into Thunderbird, Outlook or a phone for ADDRESS."""
+    address = accounts_module.valid_login(address)
+    stack = ctx.obj.running_stack()
+    if not ctx.obj.accounts().user_exists(address):
+        raise MailstackError(f"no user {address}", f"`mailstack user add {address}` creates it")
+    config = client.client_config(ctx.obj.settings, stack.endpoints(), address)
+    if as_json:
+        _print_json(config)
+        return
+    rows = [[f"{s['protocol']} ({direction})", s["server"], s["port"], s["security"]]
+            for direction in ("incoming", "outgoing") for s in config[direction]]  # type: ignore[attr-defined]
+    out.print(_table(f"mail client settings for {address}", ["server type", "server", "port", "security"], rows))
+    out.print(Text(f"username: {config['username']} (the full address), authentication: normal password"),
+              soft_wrap=True)
+    out.print(Text(f"CA file to trust: {config['ca_cert']}"), soft_wrap=True)
+    for note in config["notes"]:  # type: ignore[attr-defined]
+        out.print(Text(f"- {note}"), soft_wrap=True)
+
+
 def main() -> None:
     try:
         app()
     except MailstackError as exc:
-        console.print(f"[red]error:[/red] {exc.message}")
-        if exc.hint:
-            console.print(f"[yellow]hint:[/yellow] {exc.hint}")
+        show_error(exc)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")

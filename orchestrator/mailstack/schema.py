@@ -77,6 +77,8 @@ DEFAULT = Flavour(
     iterate_query="SELECT email AS user FROM users",
     sql={
         "list_domains": "SELECT name FROM domains ORDER BY name",
+        "domain_usage": "SELECT d.name, (SELECT COUNT(*) FROM users u WHERE u.domain_id = d.id), "
+                        "(SELECT COUNT(*) FROM aliases a WHERE a.domain_id = d.id) FROM domains d ORDER BY d.name",
         "add_domain": "INSERT IGNORE INTO domains (name) VALUES (%s)",
         "remove_domain": "DELETE FROM domains WHERE name = %s",
         "list_users": "SELECT email, password FROM users ORDER BY email",
@@ -126,6 +128,11 @@ class Store:
     def domains(self) -> list[str]:
         self._run("list_domains")
         return [row[0] for row in self.cursor.fetchall()]
+
+    def domain_usage(self) -> dict[str, tuple[int, int]]:
+        """Each domain with its number of users and of alias rows."""
+        self._run("domain_usage")
+        return {row[0]: (int(row[1]), int(row[2])) for row in self.cursor.fetchall()}
 
     def users(self) -> dict[str, str]:
         self._run("list_users")

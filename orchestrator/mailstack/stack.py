@@ -73,6 +73,9 @@ def port_problem(host: str, port: int) -> str | None:
     if port == 0:
         return None
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As Docker's proxy binds: connections of a stack just taken down linger in TIME_WAIT on its
+        # ports, and without SO_REUSEADDR they would read as "in use" for a minute. A listener still fails.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
@@ -91,6 +94,7 @@ class Stack:
         self.settings = settings
         self.files = stack_files_dir()
         self.tag = image_tag(self.files)
+        self._by_service: dict[str, Container] = {}
         compose_files = [self.files / "compose.yaml"]
         if settings.db_port is not None:
             compose_files.append(self.files / "compose.db-port.yaml")
@@ -173,6 +177,7 @@ class Stack:
         conditions hold for plain `docker compose up`; here wait_ready probes readiness directly, which is
         quicker than Docker's health timer (Docker 20.10 has no start_interval)."""
         self.check_ports()
+        self.forget_containers()
         try:
             self.docker.compose.up(detach=True, quiet=True, no_build=True, start=False)
             self.docker.container.start([c.id for c in self.containers()])
@@ -180,6 +185,7 @@ class Stack:
             raise _docker_error(exc, "`mailstack logs` shows what the containers said") from exc
 
     def down(self, volumes: bool = False) -> None:
+        self.forget_containers()
         try:
             self.docker.compose.down(volumes=volumes, remove_orphans=True, quiet=True, timeout=10)
         except DockerException as exc:
@@ -206,10 +212,20 @@ class Stack:
             return []
 
     def container(self, service: str) -> Container:
+        """The service's container; looked up once and remembered (exec retries with a fresh lookup)."""
+        cached = self._by_service.get(service)
+        if cached is not None:
+            return cached
         for container in self.containers():
-            if container.config.labels.get("com.docker.compose.service") == service:
-                return container
-        raise StackNotRunning(self.settings.project)
+            name = container.config.labels.get("com.docker.compose.service")
+            if name:
+                self._by_service[name] = container
+        if service not in self._by_service:
+            raise StackNotRunning(self.settings.project)
+        return self._by_service[service]
+
+    def forget_containers(self) -> None:
+        self._by_service.clear()
 
     def is_running(self) -> bool:
         states = {c.config.labels.get("com.docker.compose.service"): c.state.running for c in self.containers()}
@@ -251,6 +267,10 @@ class Stack:
         target = container_id or self.container(service).id
         command = ["docker", "exec", "-i"] + (["-u", user] if user else []) + [target, *argv]
         result = subprocess.run(command, input=input, capture_output=True, check=False, timeout=120)  # noqa: S603
+        if result.returncode in (1, 126) and not container_id and b"No such container" in result.stderr:
+            self.forget_containers()  # recreated since we looked: look again, once
+            command[-len(argv) - 1] = self.container(service).id
+            result = subprocess.run(command, input=input, capture_output=True, check=False, timeout=120)  # noqa: S603
         if check and result.returncode != 0:
             raise CommandError([f"{service}$", *argv], result.returncode,
                                result.stderr.decode(errors="replace") or result.stdout.decode(errors="replace"))

@@ -60,7 +60,8 @@ def test_chrooted_services_resolve_the_database_host(mailstack: MailStack, mail_
     chroot's resolv.conf must be Docker's current one. Break it, and lookups fail; sync it, and they work."""
     stack = mailstack.stack
     chroot_resolv = "/var/spool/postfix/etc/resolv.conf"
-    assert stack.exec("postfix", ["cat", chroot_resolv]).stdout == stack.exec("postfix", ["cat", "/etc/resolv.conf"]).stdout
+    current = stack.exec("postfix", ["cat", "/etc/resolv.conf"]).stdout
+    assert stack.exec("postfix", ["cat", chroot_resolv]).stdout == current
     assert _rcpt_reply(mailstack, mail_user.address)[0] == 250
     try:
         broken = "nameserver 127.0.0.1\\noptions timeout:1 attempts:1\\n"  # what a chroot without the copy gets

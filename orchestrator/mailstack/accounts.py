@@ -1,0 +1,212 @@
+"""Domains, users and aliases: every input validated before the database is touched, then one
+transaction per operation (a refused operation changes nothing)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+from mailstack import passwords
+from mailstack.db import Database
+from mailstack.errors import MailstackError
+from mailstack.schema import domain_of
+from mailstack.seed import check_address, check_domain, check_login_address, check_password
+from mailstack.stack import Stack
+
+ADDRESS_HINT = "an address looks like alice@example.test"
+
+
+def valid_domain(value: str) -> str:
+    return _valid(check_domain, value, "domain", "a domain looks like example.test")
+
+
+def valid_address(value: str) -> str:
+    return _valid(check_address, value, "address", ADDRESS_HINT)
+
+
+def valid_login(value: str) -> str:
+    """A mailbox address, which must also be a valid Dovecot login."""
+    return _valid(check_login_address, value, "address", ADDRESS_HINT)
+
+
+def valid_password(value: str) -> str:
+    if not value:
+        raise MailstackError("invalid password: it is empty", _password_hint())
+    return _valid(check_password, value, "password", _password_hint())
+
+
+def _password_hint() -> str:
+    return f"choose a password of at least {passwords.MIN_PASSWORD_LENGTH} characters; nothing was changed"
+
+
+def _valid(check: Callable[[str], str], value: str, what: str, hint: str) -> str:
+    try:
+        return check(value)
+    except ValueError as exc:
+        reason = str(exc)
+        if reason.startswith(what):  # "password too short ..."
+            message = reason
+        elif repr(value.strip().lower()) in reason:  # the validator already quotes the value
+            message = f"invalid {what}: {reason}"
+        else:
+            message = f"invalid {what} {value!r}: {reason}"
+        raise MailstackError(message, hint) from exc
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    users: int
+    aliases: int
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    address: str
+    domain: str
+    scheme: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Accounts:
+    """The operations behind `mailstack domain|user|alias`. `database` is called only once the input
+    is known to be valid (resolving it needs the running stack)."""
+
+    def __init__(self, database: Callable[[], Database], scheme: passwords.Scheme = "ARGON2ID",
+                 cost: passwords.Cost = "production") -> None:
+        self._database = database
+        self.scheme = scheme
+        self.cost = cost
+
+    # --- domains ------------------------------------------------------------------------------
+
+    def domains(self) -> list[DomainInfo]:
+        with self._database().transaction() as store:
+            return [DomainInfo(name, users, aliases) for name, (users, aliases) in store.domain_usage().items()]
+
+    def add_domain(self, name: str) -> str:
+        name = valid_domain(name)
+        with self._database().transaction() as store:
+            if name in store.domains():
+                raise MailstackError(f"domain {name} already exists", "`mailstack domain list` shows the domains")
+            store.add_domain(name)
+        return name
+
+    def remove_domain(self, name: str, force: bool = False) -> DomainInfo:
+        """Remove a domain; with users or aliases only when forced (they are deleted with it)."""
+        name = valid_domain(name)
+        with self._database().transaction() as store:
+            usage = store.domain_usage()
+            if name not in usage:
+                raise MailstackError(f"no domain {name}", "`mailstack domain list` shows the domains")
+            users, aliases = usage[name]
+            if (users or aliases) and not force:
+                raise MailstackError(
+                    f"domain {name} still has {_count(users, 'user')} and {_count(aliases, 'alias')}",
+                    f"remove them first, or `mailstack domain remove {name} --force` deletes them with it; "
+                    "nothing was changed",
+                )
+            store.remove_domain(name)
+        return DomainInfo(name, users, aliases)
+
+    # --- users --------------------------------------------------------------------------------
+
+    def users(self, domain: str | None = None) -> list[UserInfo]:
+        domain = valid_domain(domain) if domain is not None else None
+        with self._database().transaction() as store:
+            rows = store.users()
+        found = []
+        for address, stored in rows.items():
+            if domain is not None and domain_of(address) != domain:
+                continue
+            parts = passwords.split_scheme(stored)
+            found.append(UserInfo(address, domain_of(address), parts[0] if parts else "unknown"))
+        return found
+
+    def user_exists(self, address: str) -> bool:
+        address = valid_login(address)
+        with self._database().transaction() as store:
+            return store.password_hash(address) is not None
+
+    def add_user(self, address: str, password: str) -> str:
+        address = valid_login(address)
+        hashed = passwords.hash_password(valid_password(password), self.scheme, self.cost)
+        domain = domain_of(address)
+        with self._database().transaction() as store:
+            if domain not in store.domains():
+                raise MailstackError(f"cannot add {address}: {domain} is not a local domain",
+                                     f"add it first: `mailstack domain add {domain}`; nothing was changed")
+            if store.password_hash(address) is not None:
+                raise MailstackError(f"user {address} already exists",
+                                     f"`mailstack user passwd {address}` sets a new password; nothing was changed")
+            store.add_user(address, hashed)
+        return address
+
+    def set_password(self, address: str, password: str) -> str:
+        address = valid_login(address)
+        hashed = passwords.hash_password(valid_password(password), self.scheme, self.cost)
+        with self._database().transaction() as store:
+            if store.password_hash(address) is None:
+                raise MailstackError(f"no user {address}", "`mailstack user list` shows the users")
+            store.set_password(address, hashed)
+        return address
+
+    def remove_user(self, address: str) -> str:
+        address = valid_login(address)
+        with self._database().transaction() as store:
+            if not store.remove_user(address):
+                raise MailstackError(f"no user {address}", "`mailstack user list` shows the users")
+        return address
+
+    # --- aliases ------------------------------------------------------------------------------
+
+    def aliases(self) -> dict[str, list[str]]:
+        with self._database().transaction() as store:
+            return store.aliases()
+
+    def add_alias(self, source: str, destinations: Iterable[str]) -> list[str]:
+        """Add source -> destinations (destinations may be anywhere). Returns the destinations added."""
+        source = valid_address(source)
+        wanted = list(dict.fromkeys(valid_address(d) for d in destinations))
+        if not wanted:
+            raise MailstackError("an alias needs at least one destination",
+                                 "e.g. `mailstack alias add team@example.test alice@example.test`")
+        domain = domain_of(source)
+        with self._database().transaction() as store:
+            if domain not in store.domains():
+                raise MailstackError(f"cannot add alias {source}: {domain} is not a local domain",
+                                     f"add it first: `mailstack domain add {domain}`; nothing was changed")
+            existing = store.aliases().get(source, [])
+            new = [d for d in wanted if d not in existing]
+            if not new:
+                raise MailstackError(f"alias {source} -> {', '.join(wanted)} already exists",
+                                     "`mailstack alias list` shows the aliases")
+            store.add_alias(source, new)
+        return new
+
+    def remove_alias(self, source: str, destination: str | None = None) -> int:
+        """Remove an alias (all its destinations, or one). Returns the number of rows removed."""
+        source = valid_address(source)
+        destination = valid_address(destination) if destination is not None else None
+        with self._database().transaction() as store:
+            removed = store.remove_alias(source, destination)
+            if not removed:
+                what = f"{source} -> {destination}" if destination else source
+                raise MailstackError(f"no alias {what}", "`mailstack alias list` shows the aliases")
+        return removed
+
+
+def forget_cached_logins(stack: Stack, addresses: Iterable[str] = ()) -> None:
+    """Dovecot caches successful logins for an hour (auth_cache_ttl): without a flush a changed or removed
+    password keeps working until then. No addresses: flush everything."""
+    stack.exec("dovecot", ["doveadm", "auth", "cache", "flush", *addresses])
+
+
+def _count(number: int, noun: str) -> str:
+    plural = "aliases" if noun == "alias" else f"{noun}s"
+    return f"{number} {noun if number == 1 else plural}"
