@@ -8,6 +8,14 @@ else
   echo "mailstack-dovecot: /run/mailstack/dovecot/dovecot-sql.conf.ext missing: is the state directory mounted?" >&2
 fi
 
+# fsync after each delivery: "optimized" (Dovecot's default, production), or "never" for disposable test
+# stacks (a killed container loses nothing: the kernel keeps its page cache; only a host crash could).
+fsync=${MAILSTACK_MAIL_FSYNC:-optimized}
+case "$fsync" in
+  optimized|always|never) printf 'mail_fsync = %s\n' "$fsync" > /etc/dovecot/local.conf ;;
+  *) echo "mailstack-dovecot: MAILSTACK_MAIL_FSYNC must be optimized, always or never" >&2; exit 1 ;;
+esac
+
 # Sockets left by a stopped Dovecot survive in the shared volume: remove them, Dovecot makes new ones.
 rm -f /var/spool/postfix/private/auth /var/spool/postfix/private/dovecot-lmtp
 chown postfix:root /var/spool/postfix/private && chmod 0700 /var/spool/postfix/private

@@ -89,7 +89,7 @@ class MailStack:
         state_root = Path(tempfile.gettempdir()) / "mailstack-stacks"
         defaults: dict[str, Any] = {
             "project": name, "state_dir": state_root / name, "ephemeral": not keep and not reuse,
-            "hash_cost": "fast", "fast_retry": True,
+            "hash_cost": "fast", "fast_retry": True, "mail_fsync": "never",
             **{f"{port}_port": 0 for port in ("smtp", "submission", "smtps", "imaps", "pop3s")},
         }
         self.settings = load_settings(**{**defaults, **settings})

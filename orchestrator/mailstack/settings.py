@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     password_scheme: Literal["ARGON2ID", "BLF-CRYPT"] = "ARGON2ID"
     hash_cost: Literal["production", "fast"] = "production"
     schema_flavour: Literal["default"] = "default"
+    mail_fsync: Literal["optimized", "always", "never"] = Field(
+        "optimized", description="Dovecot's fsync after delivery; test stacks use never")
     fast_retry: bool = Field(False, description="short Postfix queue/backoff timings, for fault tests")
     wait_timeout: float = Field(90.0, gt=0)
     ephemeral: bool = Field(False, description="a disposable stack (tests): labelled for pruning")

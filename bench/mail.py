@@ -1,0 +1,142 @@
+"""Mail figures for issue 3: delivery latency (587 -> visible over IMAP) and end-to-end throughput.
+
+Latency: N messages through 587 (STARTTLS + AUTH, one session), each timed from the 250 after DATA to
+the IMAP IDLE notification of its arrival; p50/p95.
+Throughput: Postfix's smtp-source (inside the Postfix container) sends M messages of 1 KB over S
+sessions to port 25; delivered = files in the maildir; next to smtp-sink (accept and discard) as the
+upper bound. Prints figures; asserts nothing. Uses its own disposable stack.
+Usage: python bench/mail.py [--latency-messages 100] [--messages 3000] [--sessions 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.message
+import smtplib
+import statistics
+import subprocess
+import threading
+import time
+
+from mailstack.api import MailStack
+
+REFERENCE = "naive prototype (issue 3): p50 10-11 ms; 118-136 msg/s end to end; smtp-sink 2,700-2,900 msg/s"
+
+
+def latency(stack: MailStack, count: int) -> list[float]:
+    sender, receiver = stack.add_user(), stack.add_user()
+    imap = stack.imap(receiver)
+    imap.select_folder("INBOX", readonly=True)
+    endpoint = stack.endpoints.submission
+    smtp = smtplib.SMTP(endpoint.host, endpoint.port, local_hostname="bench.test")
+    smtp.starttls(context=stack.ssl_context())
+    smtp.login(sender.address, sender.password)
+    samples = []
+    try:
+        for number in range(count):
+            message = email.message.EmailMessage()
+            message["From"], message["To"], message["Subject"] = sender.address, receiver.address, f"lat {number}"
+            message.set_content("x" * 512)
+            smtp.send_message(message)
+            accepted = time.perf_counter()
+            # Poll with NOOP (not IDLE: Dovecot delays IDLE notifications by 0.5 s to coalesce changes).
+            while not any(len(r) > 1 and r[1] == b"EXISTS" and r[0] > number for r in imap.noop()[1]):
+                if time.perf_counter() - accepted > 10:
+                    raise RuntimeError(f"message {number} did not arrive within 10 s")
+            samples.append(time.perf_counter() - accepted)
+    finally:
+        smtp.quit()
+        imap.logout()
+    return samples
+
+
+def docker_exec(container: str, *argv: str) -> str:
+    return subprocess.run(["docker", "exec", container, *argv], capture_output=True, text=True, check=True).stdout
+
+
+def count_delivered(stack: MailStack, address: str) -> int:
+    local, domain = address.split("@")
+    path = f"/var/mail/vmail/{domain}/{local}/Maildir/new"
+    out = stack.stack.exec("dovecot", ["sh", "-c", f"ls -f {path} 2>/dev/null | wc -l"]).stdout
+    return max(0, int(out.strip() or 0) - 2)  # ls -f lists . and ..
+
+
+def cpu_sample(names: dict[str, str], stop: threading.Event, peaks: dict[str, float]) -> None:
+    while not stop.is_set():
+        out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.Name}} {{.CPUPerc}}", *names],
+                             capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            name, percent = line.rsplit(" ", 1)
+            service = names.get(name, name)
+            peaks[service] = max(peaks.get(service, 0.0), float(percent.rstrip("%") or 0))
+
+
+def throughput(stack: MailStack, messages: int, sessions: int) -> dict[str, float]:
+    receivers = [stack.add_user() for _ in range(4)]
+    postfix = stack.stack.container("postfix").name
+    names = {c.name: c.config.labels["com.docker.compose.service"] for c in stack.stack.containers()}
+    results: dict[str, float] = {}
+
+    # upper bound: smtp-sink accepts and discards (both inside the Postfix container)
+    script = (
+        "smtp-sink -u postfix 127.0.0.1:2525 5000 & sink=$!; "
+        "until grep -q ':09DD 00000000:0000 0A' /proc/net/tcp; do kill -0 $sink || exit 1; done; "  # listening?
+        "start=${EPOCHREALTIME/./}; "
+        f"smtp-source -l 1024 -m {messages} -s {sessions} -f bench@outside.test -t {receivers[0].address} "
+        "127.0.0.1:2525; end=${EPOCHREALTIME/./}; kill $sink; echo $(( end - start ))"
+    )
+    micros = int(docker_exec(postfix, "bash", "-c", script).split()[-1])
+    results["smtp-sink msg/s"] = messages / (micros / 1e6)
+
+    # end to end: smtp-source -> smtpd -> cleanup -> qmgr -> lmtp -> Dovecot -> maildir
+    per_receiver = messages // len(receivers)
+    stop, peaks = threading.Event(), {}
+    sampler = threading.Thread(target=cpu_sample, args=(names, stop, peaks), daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(["docker", "exec", postfix, "smtp-source", "-l", "1024", "-m", str(per_receiver),
+                          "-s", str(max(1, sessions // len(receivers))), "-f", "bench@outside.test",
+                          "-t", receiver.address, "127.0.0.1:25"], stdout=subprocess.DEVNULL)
+        for receiver in receivers
+    ]
+    for proc in procs:
+        proc.wait()
+    accepted = time.perf_counter() - started
+    deadline = time.monotonic() + 300
+    total = per_receiver * len(receivers)
+    while sum(count_delivered(stack, r.address) for r in receivers) < total:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)  # poll the maildirs, bounded by the deadline
+    elapsed = time.perf_counter() - started
+    stop.set()
+    delivered = sum(count_delivered(stack, r.address) for r in receivers)
+    results["accepted msg/s (smtpd 250)"] = total / accepted
+    results["delivered msg/s (end to end)"] = delivered / elapsed
+    results["delivered"] = delivered
+    results["sent"] = total
+    for service, peak in sorted(peaks.items()):
+        results[f"peak CPU {service} %"] = peak
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--latency-messages", type=int, default=100)
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--sessions", type=int, default=20)
+    args = parser.parse_args()
+    with MailStack(fast_retry=False) as stack:
+        samples = latency(stack, args.latency_messages)
+        ms = sorted(s * 1000 for s in samples)
+        p95 = ms[max(0, int(round(0.95 * len(ms))) - 1)]
+        print(f"latency 587 -> IMAP over {len(ms)} messages: p50 {statistics.median(ms):.1f} ms, "
+              f"p95 {p95:.1f} ms, max {ms[-1]:.1f} ms")
+        for label, value in throughput(stack, args.messages, args.sessions).items():
+            print(f"{label}: {value:.0f}")
+    print(REFERENCE)
+
+
+if __name__ == "__main__":
+    main()
