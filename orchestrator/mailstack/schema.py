@@ -16,6 +16,7 @@ DB_NAME = "mailstack"
 DB_HOST = "mysql"  # the compose service name, resolved inside the stack's network
 MAIL_READER = "mailreader"
 ADMIN_USER = "mailstack"
+PASSWORD_HASH_MAX = 255  # users.password: a longer hash would not fit (strict mode refuses it)
 
 
 class Cursor(Protocol):
@@ -52,7 +53,7 @@ DEFAULT = Flavour(
               id INT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
               domain_id INT UNSIGNED NOT NULL,
               email VARCHAR(254) NOT NULL,
-              password VARCHAR(255) NOT NULL,
+              password VARCHAR({PASSWORD_HASH_MAX}) NOT NULL,
               UNIQUE KEY email (email),
               CONSTRAINT users_domain FOREIGN KEY (domain_id) REFERENCES domains (id) ON DELETE CASCADE
             ) {_TABLE_OPTIONS}""",

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import pymysql.err
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mailstack import passwords
 from mailstack.db import Database
 from mailstack.errors import MailstackError
-from mailstack.schema import Store, domain_of
+from mailstack.schema import PASSWORD_HASH_MAX, Store, domain_of
 
 # A practical address grammar: what Postfix, Dovecot's auth_username_chars and our SQL all accept.
 _LOCAL = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -25,20 +26,29 @@ _DOMAIN = r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
 _DOVECOT_LOGIN_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789.-_@'+")
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """A value as an error message quotes it: repr, cut short when long (a 1 MB address stays one line)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[:limit - 3]}...{text[-1]}{size}"
+
+
 def check_domain(value: str) -> str:
     value = value.strip().lower()
     if not re.fullmatch(_DOMAIN, value):
-        raise ValueError(f"{value!r} is not a domain name (like example.test)")
+        raise ValueError(f"{shown(value)} is not a domain name (like example.test)")
     return value
 
 
 def check_address(value: str) -> str:
     value = value.strip().lower()
     if len(value) > 254 or "@" not in value:
-        raise ValueError(f"{value!r} is not an e-mail address (like alice@example.test)")
+        raise ValueError(f"{shown(value)} is not an e-mail address (like alice@example.test)")
     local, domain = value.rsplit("@", 1)
     if len(local) > 64 or not re.fullmatch(_LOCAL, local):
-        raise ValueError(f"{value!r} has an invalid local part")
+        raise ValueError(f"{shown(value)} has an invalid local part")
     check_domain(domain)
     return value
 
@@ -48,7 +58,7 @@ def check_login_address(value: str) -> str:
     value = check_address(value)
     bad = sorted(set(value) - _DOVECOT_LOGIN_CHARS)
     if bad:
-        raise ValueError(f"{value!r}: a mailbox login cannot contain {''.join(bad)!r}")
+        raise ValueError(f"{shown(value)}: a mailbox login cannot contain {''.join(bad)!r}")
     return value
 
 
@@ -61,6 +71,8 @@ def check_password(value: str) -> str:
 
 
 def check_hash(value: str) -> str:
+    if len(value) > PASSWORD_HASH_MAX:
+        raise ValueError(f"password_hash too long ({len(value)} characters, at most {PASSWORD_HASH_MAX})")
     if not passwords.is_dovecot_hash(value):
         raise ValueError("password_hash must be '{SCHEME}hash' with a scheme Dovecot knows, e.g. {ARGON2ID}...")
     return value
@@ -129,9 +141,14 @@ def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode
     keys: set[object] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "found a key that is a list or a mapping", key_node.start_mark) from None
         if key in keys:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
+                None, None, f"duplicate key {shown(key)}", key_node.start_mark)
         keys.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -164,7 +181,9 @@ def parse(text: str, source: str = "<seed>") -> SeedFile:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc)
+        # ReaderError (a control character, bad encoding) has a reason, no problem; the rest a problem.
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+        problem = " ".join(str(problem).split())[:200]
         raise MailstackError(f"{where}: YAML error: {problem}", "fix the YAML syntax; nothing was changed") from exc
     if data is None:
         data = {}
@@ -178,10 +197,11 @@ def parse(text: str, source: str = "<seed>") -> SeedFile:
         loc = tuple(first["loc"])
         line = _line_of(text, loc)
         where = f"{source}:{line}" if line else source
-        path = ".".join(str(p) for p in loc) or "file"
+        path = ".".join(p if isinstance(p, str) and len(p) <= 40 and p.isprintable() else shown(p, 20)
+                        for p in map(str, loc)) or "file"
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
-            message = f"unknown key {loc[-1]!r}"
+            message = f"unknown key {shown(loc[-1])}"
         raise MailstackError(f"{where}: {path}: {message}", "see examples/seed.yaml; nothing was changed") from exc
 
 
@@ -246,8 +266,13 @@ def seed_database(db: Database, seed: SeedFile, scheme: passwords.Scheme, cost: 
                   dry_run: bool = False) -> list[Change]:
     """Apply a seed in one transaction (or only plan it). Returns what changed (or would)."""
     db.create_tables()
-    with db.transaction() as store:
-        changes = plan(seed, store, scheme, cost)
-        if not dry_run:
-            apply(changes, store)
+    try:
+        with db.transaction() as store:
+            changes = plan(seed, store, scheme, cost)
+            if not dry_run:
+                apply(changes, store)
+    except pymysql.err.MySQLError as exc:  # validation should make this unreachable; if not, say so clearly
+        reason = exc.args[-1] if exc.args else exc
+        raise MailstackError(f"the database refused the seed: {shown(reason, 200)}",
+                             "nothing was changed (one transaction, rolled back)") from exc
     return [change for change, _ in changes]
