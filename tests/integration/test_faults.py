@@ -173,8 +173,9 @@ def test_mariadb_restart_lookups_answer_again_within_seconds(stack: MailStack) -
 
 
 def test_mariadb_compose_restart_loses_nothing(stack: MailStack) -> None:
-    """`docker compose restart mysql`. compose.yaml's depends_on (restart: true) restarts Postfix too,
-    which is allowed to repeat the LMTP deliveries it was in the middle of (see _restart_and_measure)."""
+    """`docker compose restart mysql`. Postfix keeps running (no `restart: true` in compose.yaml); the
+    watcher reloads it. Were Postfix restarted too, it could repeat the LMTP deliveries it was in the middle
+    of, which _restart_and_measure allows only for mail acknowledged before the restart."""
 
     def restart() -> None:
         stack.stack.restart_service("mysql")
