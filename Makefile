@@ -11,7 +11,7 @@ MAILSTACK := $(BIN)/mailstack
 SEED ?= examples/seed.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help up down clean status logs provision build test test-unit test-integration lint bench bench-startup bench-mail
+.PHONY: help up down clean status logs provision build test test-unit test-integration lint bench bench-startup bench-mail bench-fixtures
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,10 +57,13 @@ test-integration: build ## integration tests against a disposable stack (random 
 test: lint build ## everything: lint, unit and integration tests
 	@$(BIN)/pytest tests -q $(PYTEST_ARGS)
 
-bench: bench-startup bench-mail ## all benchmarks (print figures)
+bench: bench-startup bench-mail bench-fixtures ## all benchmarks (print figures)
 
 bench-startup: build ## cold build, first/warm up, idle RAM, image sizes
 	@$(BIN)/python bench/startup.py
 
 bench-mail: build ## delivery latency and throughput
 	@$(BIN)/python bench/mail.py
+
+bench-fixtures: build ## disposable test stacks: fresh start, reuse attach, mail_user per call
+	@$(BIN)/python bench/fixtures.py

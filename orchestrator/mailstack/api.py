@@ -10,10 +10,11 @@ import secrets as random_secrets
 import shutil
 import smtplib
 import ssl
-import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,15 @@ from mailstack.seed import (
 )
 from mailstack.seed import load as load_seed
 from mailstack.settings import Settings, load_settings
-from mailstack.stack import Endpoints, Stack, prune_stale, torn_down_on_failure
+from mailstack.stack import (
+    OWNER_FILE,
+    Endpoints,
+    Stack,
+    owner_label,
+    prune_stale,
+    stacks_dir,
+    torn_down_on_failure,
+)
 
 Report = Callable[[str], None]
 
@@ -45,21 +54,45 @@ def _quiet(_: str) -> None:
 def bring_up(settings: Settings, seed: SeedFile | None = None, report: Report = _quiet,
              provision_host: bool = True, volumes_on_failure: bool = False) -> Stack:
     """Provision what is missing, build (cached), start, wait for real readiness, create tables, seed."""
+    stack = Stack(settings)
+    _bring_up(stack, seed or SeedFile(), report, provision_host=provision_host, build=True,
+              tear_down=True, volumes_on_failure=volumes_on_failure).close()
+    return stack
+
+
+def _bring_up(stack: Stack, seed: SeedFile, report: Report, *, provision_host: bool, build: bool,
+              tear_down: bool, volumes_on_failure: bool) -> Database:
+    """bring_up's steps; returns the database with its connection kept open (the caller closes it).
+    tear_down: remove the stack again when a step fails (MailStack removes disposable stacks itself)."""
+    settings = stack.settings
     if provision_host:
         provision.provision(report)
-    stack = Stack(settings)
-    stack.build(report)
+    if build:
+        stack.build(report)
     stack.prepare()
     report("starting containers")
-    with torn_down_on_failure(stack, volumes=volumes_on_failure):
-        stack.start(report)
-        stack.wait_ready(["mysql"], report=report)
-        database = Database.for_stack(stack)
-        changes = seed_database(database, seed or SeedFile(), settings.password_scheme, settings.hash_cost)
+    opened: list[Database] = []
+
+    def seed_now() -> None:  # as soon as MariaDB is ready, while Dovecot and Postfix are still starting
+        opened.append(Database.for_stack(stack, keep_open=True))
+        changes = seed_database(opened[0], seed, settings.password_scheme, settings.hash_cost)
         if changes:
             report(f"seeded: {len(changes)} change(s)")
-        stack.wait_ready(["dovecot", "postfix"], report=report)
-    return stack
+
+    with torn_down_on_failure(stack, volumes=volumes_on_failure) if tear_down else nullcontext():
+        stack.start(report)
+        try:
+            stack.wait_ready(report=report, then={"mysql": seed_now})
+        except BaseException:
+            for database in opened:
+                database.close()
+            raise
+    return opened[0]
+
+
+def _prune_quietly() -> None:
+    with suppress(Exception):  # someone else's leftovers must never fail this start
+        prune_stale()
 
 
 @dataclass(frozen=True)
@@ -86,9 +119,10 @@ class MailStack:
         self.reuse = reuse
         self.report = report
         name = project or f"mailstack-test-{uuid.uuid4().hex[:8]}"
-        state_root = Path(tempfile.gettempdir()) / "mailstack-stacks"
+        self._named = project is not None
+        self._explicit_state_dir = settings.get("state_dir") is not None
         defaults: dict[str, Any] = {
-            "project": name, "state_dir": state_root / name, "ephemeral": not keep and not reuse,
+            "project": name, "state_dir": stacks_dir() / name, "ephemeral": not keep and not reuse,
             "hash_cost": "fast", "fast_retry": True, "mail_fsync": "never",
             **{f"{port}_port": 0 for port in ("smtp", "submission", "smtps", "imaps", "pop3s")},
         }
@@ -96,6 +130,7 @@ class MailStack:
         self._stack: Stack | None = None
         self._endpoints: Endpoints | None = None
         self._database: Database | None = None
+        self._owned = False  # this object created the (disposable) stack: stop() removes it
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> MailStack:
@@ -104,35 +139,76 @@ class MailStack:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> MailStack:
-        prune_stale()
+        """Start the stack (with reuse: attach to it when it runs). If anything fails, Ctrl-C included,
+        what this call created is removed before the exception propagates."""
+        pruning = threading.Thread(target=_prune_quietly, name="mailstack-prune", daemon=True)
+        pruning.start()  # stacks of dead processes, meanwhile: it never touches a live one, ours included
+        try:
+            self._start()
+            pruning.join()
+        except BaseException:
+            with suppress(Exception):  # the start's own error is the one to see; leftovers get pruned
+                self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
         seed = self.seed
         if self.domain not in seed.domains:
             seed = SeedFile(domains=[*seed.domains, self.domain], users=seed.users, aliases=seed.aliases)
         stack = Stack(self.settings)
-        if self.reuse and stack.is_running():
-            self._stack = stack
-            stack.wait_ready()
-            seed_database(Database.for_stack(stack), seed, self.settings.password_scheme, self.settings.hash_cost)
-        else:
-            self._stack = bring_up(self.settings, seed, self.report, volumes_on_failure=not self.keep)
-        self._endpoints = self._stack.endpoints()
-        self._database = Database.for_stack(self._stack)
-        return self
+        if self.reuse:
+            found = stack.snapshot()
+            if stack.is_running(found):
+                self._attach(stack, found, seed)
+                return
+        elif self.settings.ephemeral and self._named and stack.is_disposable() is False:  # random names are new
+            raise MailstackError(
+                f"project {self.settings.project!r} belongs to a stack that is not disposable (`make up`, "
+                "a kept or a reused one); a disposable MailStack would replace it and delete its data",
+                "pass reuse=True to use that stack, or choose another project name",
+            )
+        self._owned = self.settings.ephemeral
+        if self._owned:  # who owns the state directory, for pruning if we are killed before Docker has anything
+            self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+            (self.settings.state_dir / OWNER_FILE).write_text(owner_label())
+        self._stack = stack
+        images = stack.images_present()  # then Docker and Compose work: nothing to provision
+        self._database = _bring_up(stack, seed, self.report, provision_host=not images, build=not images,
+                                   tear_down=not self._owned, volumes_on_failure=not self.keep)
+        self._endpoints = stack.endpoints()
+
+    def _attach(self, stack: Stack, found: Mapping[str, Any], seed: SeedFile) -> None:
+        """Use a running stack as it is: no compose call; only probes, the seed and a lookup of its ports."""
+        mounted = stack.mounted_state_dir(found)
+        if mounted is not None and mounted != self.settings.state_dir and not self._explicit_state_dir:
+            # started with another state directory (e.g. `make up`'s .mailstack): its secrets and CA are there
+            self.settings = self.settings.model_copy(update={"state_dir": mounted})
+            stack = Stack(self.settings)
+        self._stack = stack
+        stack.wait_ready()
+        self._database = Database.for_stack(stack, keep_open=True)
+        seed_database(self._database, seed, self.settings.password_scheme, self.settings.hash_cost)
+        self._endpoints = stack.endpoints(found)
 
     def stop(self) -> None:
-        if self._stack is None:
+        """Remove a disposable stack: containers, volumes, network and state directory. A kept or reused
+        stack is left running. Safe to call more than once."""
+        database, self._database = self._database, None
+        if database is not None:
+            database.close()
+        stack, self._stack = self._stack, None
+        self._endpoints = None
+        if not self._owned:
             return
-        if not (self.keep or self.reuse):
-            self._stack.down(volumes=True)
+        self._owned = False
+        try:
+            (stack or Stack(self.settings)).destroy()
+        finally:
             shutil.rmtree(self.settings.state_dir, ignore_errors=True)
-        self._stack = None
 
     def __enter__(self) -> MailStack:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
+        return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()

@@ -5,9 +5,10 @@ Retries cover connection errors only (the server is still starting); a failing s
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import pymysql
 import pymysql.err
@@ -27,15 +28,27 @@ def _is_connection_error(exc: pymysql.err.OperationalError) -> bool:
 class Database:
     """Where and how to reach the mail database as its admin user."""
 
-    def __init__(self, host: str, port: int, password: str, schema_flavour: str = "default") -> None:
+    def __init__(self, host: str, port: int, password: str, schema_flavour: str = "default",
+                 keep_open: bool = False) -> None:
+        """keep_open: keep one connection between transactions (a test stack's add_user then costs a
+        round trip, not a connect); close() closes it. Otherwise each transaction connects anew."""
         self.host, self.port, self.password = host, port, password
         self.schema = schema.flavour(schema_flavour)
+        self.keep_open = keep_open
+        self._kept: pymysql.connections.Connection | None = None
+        self._kept_lock = threading.Lock()  # one transaction at a time on the kept connection
 
     @classmethod
-    def for_stack(cls, stack) -> Database:  # noqa: ANN001 - mailstack.stack.Stack, avoiding an import cycle
+    def for_stack(cls, stack, keep_open: bool = False) -> Database:  # noqa: ANN001 - a Stack (import cycle)
         host, port = stack.db_address()
         password = ensure_secret(stack.settings.state_dir / "secrets", "db_admin_password")
-        return cls(host, port, password, stack.settings.schema_flavour)
+        return cls(host, port, password, stack.settings.schema_flavour, keep_open=keep_open)
+
+    def close(self) -> None:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            with suppress(pymysql.err.Error, OSError):
+                kept.close()
 
     def connect(self, timeout: float = 30.0) -> pymysql.connections.Connection:
         deadline = time.monotonic() + timeout
@@ -55,19 +68,40 @@ class Database:
                 time.sleep(delay)  # poll interval while the server starts, bounded by the deadline
                 delay = min(delay * 2, 0.5)
 
+    def _kept_connection(self) -> pymysql.connections.Connection:
+        if self._kept is not None:
+            try:
+                self._kept.ping(reconnect=False)  # the server may have restarted or dropped it while idle
+                return self._kept
+            except (pymysql.err.Error, OSError):
+                self.close()
+        self._kept = self.connect()
+        return self._kept
+
     @contextmanager
     def transaction(self) -> Iterator[schema.Store]:
         """One transaction: committed when the block succeeds, rolled back (nothing changed) when it fails."""
-        connection = self.connect()
+        # The kept connection when it is free; a nested or concurrent transaction gets its own.
+        kept = self.keep_open and self._kept_lock.acquire(blocking=False)
         try:
-            with connection.cursor() as cursor:
-                yield schema.Store(cursor, self.schema)
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
+            connection = self._kept_connection() if kept else self.connect()
+            try:
+                with connection.cursor() as cursor:
+                    yield schema.Store(cursor, self.schema)
+                connection.commit()
+            except BaseException:
+                try:
+                    connection.rollback()
+                finally:
+                    if kept:
+                        self.close()  # after a failure (or an interrupt mid-reply) start afresh
+                raise
+            finally:
+                if not kept:
+                    connection.close()
         finally:
-            connection.close()
+            if kept:
+                self._kept_lock.release()
 
     def create_tables(self) -> None:
         with self.transaction() as store:

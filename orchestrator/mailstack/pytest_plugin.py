@@ -1,19 +1,26 @@
 """pytest plugin (entry point `pytest11`): a real mail stack for a test session.
 
 Fixtures: `mailstack` (session-scoped MailStack, one per xdist worker), `mail_user` (a fresh user per
-test). Options: --mailstack-keep (leave the stack up after the session), --mailstack-reuse (use an
-already running stack of the given project instead of starting one).
+test), `mail_user_factory`. Options: --mailstack-keep (leave the stack up after the session),
+--mailstack-reuse (use an already running stack of the given project instead of starting one; under
+xdist each worker uses PROJECT-gwN), --mailstack-seed.
+
+The stack is removed at the end of the session, also when it fails or is interrupted (Ctrl-C); a stack
+left by a killed session is removed by label at the next start of any MailStack (or `mailstack prune`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mailstack.api import MailStack, User
+if TYPE_CHECKING:  # imported when a test uses the fixtures: every pytest run in a project loads this plugin
+    from mailstack.api import MailStack, User
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -29,6 +36,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mailstack: the test uses the mailstack fixtures")
 
 
+def stack_options(keep: bool, reuse: str | None, worker: str | None) -> dict[str, Any]:
+    """MailStack's arguments for this session. Without --mailstack-reuse every session, and under xdist
+    every worker, gets a stack of its own under a random project name; with it, each worker reuses one
+    of its own (PROJECT-gw0, PROJECT-gw1, ...), so that workers never start or seed the same stack."""
+    project = f"{reuse}-{worker}" if reuse and worker else reuse or None
+    return {"project": project, "keep": keep, "reuse": bool(reuse)}
+
+
 @pytest.fixture(scope="session")
 def mailstack(request: pytest.FixtureRequest) -> Iterator[MailStack]:
     """One isolated stack for the session (per xdist worker), removed afterwards."""
@@ -36,17 +51,25 @@ def mailstack(request: pytest.FixtureRequest) -> Iterator[MailStack]:
     keep = config.getoption("--mailstack-keep")
     reuse = config.getoption("--mailstack-reuse")
     seed_file = config.getoption("--mailstack-seed")
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    project = reuse or None
-    if project and worker:
-        project = f"{project}-{worker}"
-    kwargs = {"project": project, "keep": keep, "reuse": bool(reuse)}
+    from mailstack.api import MailStack
+
+    kwargs = stack_options(keep, reuse, os.environ.get("PYTEST_XDIST_WORKER"))
     stack = MailStack.from_file(Path(seed_file), **kwargs) if seed_file else MailStack(**kwargs)
     with stack:
         yield stack
     if keep or reuse:
-        print(f"\nmailstack: stack '{stack.settings.project}' left running "
-              f"(state in {stack.settings.state_dir}); `mailstack -p {stack.settings.project} down -v` removes it")
+        _tell(config, f"mailstack: stack '{stack.settings.project}' left running (state in "
+                      f"{stack.settings.state_dir}); `mailstack -p {stack.settings.project} down -v` removes it")
+
+
+def _tell(config: pytest.Config, message: str) -> None:
+    """A line on the terminal, past output capturing (a print in a fixture's teardown would be swallowed)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:  # an xdist worker has no terminal of its own
+        return
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+        reporter.write_line(message)
 
 
 @pytest.fixture
@@ -56,6 +79,6 @@ def mail_user(mailstack: MailStack) -> User:
 
 
 @pytest.fixture
-def mail_user_factory(mailstack: MailStack):
-    """Make as many fresh users as a test needs: mail_user_factory() -> User."""
+def mail_user_factory(mailstack: MailStack) -> Callable[..., User]:
+    """Make as many fresh users as a test needs: mail_user_factory(address=None, password=None) -> User."""
     return mailstack.add_user

@@ -6,20 +6,23 @@ A Stack is one compose project: its containers, network and volumes, all labelle
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from python_on_whales import Container, DockerClient, DockerException
+from python_on_whales.utils import run as docker_run
 
 from mailstack import certs, schema, secrets
 from mailstack.errors import CommandError, MailstackError, NotReady, StackNotRunning, tail
@@ -40,6 +43,19 @@ HEALTHCHECK = ["/usr/local/bin/healthcheck.sh"]
 LABEL_PROJECT = "io.mailstack.project"
 LABEL_EPHEMERAL = "io.mailstack.ephemeral"
 LABEL_OWNER_PID = "io.mailstack.owner-pid"
+# Disposable stacks only (compose.ephemeral.yaml): "<namespace>/<pid>/<start time>", where the namespace names
+# the machine, boot and pid namespace in which the pid means something. Its own label, so that older
+# mailstack versions, which read owner-pid as a number, keep working side by side.
+LABEL_OWNER = "io.mailstack.owner"
+LABEL_COMPOSE_PROJECT = "com.docker.compose.project"
+LABEL_COMPOSE_SERVICE = "com.docker.compose.service"
+TLS_MOUNT = "/run/mailstack/tls"  # a bind mount of <state dir>/config/tls in dovecot and postfix
+OWNER_FILE = "owner"  # in a disposable stack's state directory: its owner label
+
+
+def stacks_dir() -> Path:
+    """Where disposable stacks keep their state directories."""
+    return Path(tempfile.gettempdir()) / "mailstack-stacks"
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,45 @@ class Endpoints:
 
     def as_dict(self) -> dict[str, str]:
         return {name: str(getattr(self, name)) for name in ENDPOINTS}
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What one `docker container inspect` said about a service's container, at one moment."""
+
+    id: str
+    name: str
+    service: str
+    status: str  # created, running, restarting, exited, ...
+    running: bool
+    health: str | None
+    ports: Mapping[str, Sequence[Mapping[str, str]]] = field(default_factory=dict)
+    addresses: tuple[str, ...] = ()
+    mounts: Mapping[str, str] = field(default_factory=dict)  # destination -> source
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_inspect(cls, data: Mapping[str, object]) -> ContainerInfo:
+        state: dict = data.get("State") or {}  # type: ignore[assignment]
+        config: dict = data.get("Config") or {}  # type: ignore[assignment]
+        network: dict = data.get("NetworkSettings") or {}  # type: ignore[assignment]
+        labels = config.get("Labels") or {}
+        return cls(
+            id=str(data["Id"]),
+            name=str(data.get("Name", "")).lstrip("/"),
+            service=labels.get(LABEL_COMPOSE_SERVICE, ""),
+            status=str(state.get("Status", "")),
+            running=bool(state.get("Running")),
+            health=(state.get("Health") or {}).get("Status"),
+            ports={port: list(bindings) for port, bindings in (network.get("Ports") or {}).items() if bindings},
+            addresses=tuple(n["IPAddress"] for n in (network.get("Networks") or {}).values() if n.get("IPAddress")),
+            mounts={m["Destination"]: m["Source"] for m in data.get("Mounts") or [] if m.get("Source")},  # type: ignore[union-attr]
+            labels=labels,
+        )
+
+    def host_port(self, container_port: int) -> int | None:
+        bindings = self.ports.get(f"{container_port}/tcp")
+        return int(bindings[0]["HostPort"]) if bindings else None
 
 
 def _docker_error(exc: DockerException, hint: str | None = None) -> CommandError:
@@ -98,6 +153,8 @@ class Stack:
         compose_files = [self.files / "compose.yaml"]
         if settings.db_port is not None:
             compose_files.append(self.files / "compose.db-port.yaml")
+        if settings.ephemeral:
+            compose_files.append(self.files / "compose.ephemeral.yaml")
         # Compose interpolates from the shell first: pass our resolved values explicitly, so a stray
         # MAILSTACK_* in the caller's environment never overrides what these settings decided.
         self.docker = DockerClient(
@@ -122,6 +179,8 @@ class Stack:
             "MAILSTACK_EPHEMERAL": "true" if s.ephemeral else "false",
             "MAILSTACK_OWNER_PID": str(_owner_pid()) if s.ephemeral else "0",
         }
+        if s.ephemeral:
+            env["MAILSTACK_OWNER"] = owner_label()
         for name, port in s.ports().items():
             env[f"MAILSTACK_{name.upper()}_PORT"] = str(port) if port else ""
         if s.db_port is not None:
@@ -144,7 +203,12 @@ class Stack:
         return [f"mailstack-{service}:{self.tag}" for service in SERVICES]
 
     def images_present(self) -> bool:
-        return all(self.docker.image.exists(name) for name in self.image_names())
+        """All three images for this content hash exist (one CLI call; False when Docker does not answer)."""
+        try:
+            self._docker("image", "inspect", "--format", "{{.Id}}", *self.image_names())
+        except (DockerException, OSError):
+            return False
+        return True
 
     def build(self, report: Report, force: bool = False) -> bool:
         """Build the images unless the ones for this content hash exist. Returns True when it built."""
@@ -160,18 +224,20 @@ class Stack:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def check_ports(self) -> None:
-        running = {c.config.labels.get("com.docker.compose.service") for c in self.containers() if c.state.running}
-        for name, port in self.settings.ports().items():
-            service = ENDPOINTS[name][0]
-            if service in running:
-                continue
-            problem = port_problem(self.settings.bind_address, port)
-            if problem:
-                var = self.settings.env_var(f"{name}_port")
-                raise MailstackError(
-                    f"cannot publish {name} on {self.settings.bind_address}:{port}: {problem}",
-                    f"set {var} to a free port (in .env or the environment), e.g. {var}={_suggest(port)}",
-                )
+        found = {name: port_problem(self.settings.bind_address, port) for name, port in self.settings.ports().items()}
+        problems = {name: problem for name, problem in found.items() if problem}
+        if not problems:
+            return  # the usual case (and always with port 0): no need to ask Docker what runs
+        running = {service for service, info in self.snapshot().items() if info.running}
+        for name, problem in problems.items():
+            if ENDPOINTS[name][0] in running:
+                continue  # our own container holds it
+            port = self.settings.ports()[name]
+            var = self.settings.env_var(f"{name}_port")
+            raise MailstackError(
+                f"cannot publish {name} on {self.settings.bind_address}:{port}: {problem}",
+                f"set {var} to a free port (in .env or the environment), e.g. {var}={_suggest(port)}",
+            )
 
     def start(self, report: Report) -> None:
         """Create with compose, then start all three containers at once. compose.yaml's health
@@ -181,7 +247,13 @@ class Stack:
         self.forget_containers()
         try:
             self.docker.compose.up(detach=True, quiet=True, no_build=True, start=False)
-            self.docker.container.start([c.id for c in self.containers()])
+            ids = self._service_ids()
+            self._by_service.update({service: self._handle(cid) for service, cid in ids.items()})
+            # One `docker start` per container, concurrently: the CLI starts a list one after the other.
+            with ThreadPoolExecutor(max_workers=len(ids) or 1) as pool:
+                started = [pool.submit(self._docker, "container", "start", cid) for cid in ids.values()]
+            for future in started:
+                future.result()
         except DockerException as exc:
             raise _docker_error(exc, "`mailstack logs` shows what the containers said") from exc
 
@@ -191,6 +263,14 @@ class Stack:
             self.docker.compose.down(volumes=volumes, remove_orphans=True, quiet=True, timeout=10)
         except DockerException as exc:
             raise _docker_error(exc) from exc
+
+    def destroy(self) -> None:
+        """Remove the project's containers (killed, not stopped), volumes and network: for disposable stacks,
+        whose data nobody keeps. About a third of `down --volumes`, which stops each container gracefully."""
+        self.forget_containers()
+        # Only what is labelled disposable: volumes that were there before (a `make up` stack's) stay.
+        remove_project(self.settings.project, self.docker.client_config.docker_cmd, strict=True,
+                       disposable_only=True)
 
     def stop_service(self, service: str) -> None:
         self.docker.compose.stop([service])
@@ -206,21 +286,77 @@ class Stack:
 
     # --- inspection ---------------------------------------------------------------------------
 
-    def containers(self) -> list[Container]:
+    def _docker(self, *args: str) -> str:
+        return docker_run([*self.docker.client_config.docker_cmd, *args])
+
+    def _handle(self, container_id: str) -> Container:
+        """A python-on-whales handle; it inspects lazily, on attribute access."""
+        return Container(self.docker.client_config, container_id, is_immutable_id=True)
+
+    def _service_ids(self) -> dict[str, str]:
+        """service -> container id, in one `docker container ls` (a `compose ps` costs several times more)."""
+        listing = self._docker(
+            "container", "ls", "--all", "--no-trunc",
+            "--filter", f"label={LABEL_COMPOSE_PROJECT}={self.settings.project}",
+            "--filter", "label=com.docker.compose.oneoff=False",
+            "--format", f'{{{{.ID}}}}\t{{{{.Label "{LABEL_COMPOSE_SERVICE}"}}}}',
+        )
+        ids: dict[str, str] = {}
+        for line in sorted(listing.splitlines()):
+            container_id, _, service = line.partition("\t")
+            if service:
+                ids.setdefault(service, container_id)
+        return {service: ids[service] for service in sorted(ids, key=_service_order)}
+
+    def snapshot(self) -> dict[str, ContainerInfo]:
+        """service -> what Docker says about its container now: one inspect of the containers looked up
+        before (one listing first when they are not known, or one of them is gone)."""
+        known = {service: self._by_service[service].id for service in SERVICES if service in self._by_service}
+        if len(known) == len(SERVICES):
+            try:
+                return self._inspect(known.values())
+            except DockerException:  # recreated since we looked: look again
+                self.forget_containers()
         try:
-            return self.docker.compose.ps(all=True)
-        except DockerException:
-            return []
+            ids = self._service_ids()
+            if not ids:
+                return {}
+            try:
+                found = self._inspect(ids.values())
+            except DockerException as exc:  # one was removed between the two calls: keep the others
+                found = self._parse(exc.stdout or "[]")
+        except (DockerException, OSError):
+            return {}
+        for service, info in found.items():
+            cached = self._by_service.get(service)
+            if cached is None or cached.id != info.id:
+                self._by_service[service] = self._handle(info.id)
+        return found
+
+    def _inspect(self, ids: Iterable[str]) -> dict[str, ContainerInfo]:
+        return self._parse(self._docker("container", "inspect", *ids))
+
+    @staticmethod
+    def _parse(output: str) -> dict[str, ContainerInfo]:
+        found = [ContainerInfo.from_inspect(item) for item in json.loads(output or "[]")]
+        return {info.service: info for info in found if info.service}
+
+    def containers(self) -> list[Container]:
+        return [self._handle(cid) for cid in self._ids_or_none().values()]
+
+    def _ids_or_none(self) -> dict[str, str]:
+        try:
+            return self._service_ids()
+        except (DockerException, OSError):
+            return {}
 
     def container(self, service: str) -> Container:
         """The service's container; looked up once and remembered (exec retries with a fresh lookup)."""
         cached = self._by_service.get(service)
         if cached is not None:
             return cached
-        for container in self.containers():
-            name = container.config.labels.get("com.docker.compose.service")
-            if name:
-                self._by_service[name] = container
+        for name, container_id in self._ids_or_none().items():
+            self._by_service[name] = self._handle(container_id)
         if service not in self._by_service:
             raise StackNotRunning(self.settings.project)
         return self._by_service[service]
@@ -228,35 +364,53 @@ class Stack:
     def forget_containers(self) -> None:
         self._by_service.clear()
 
-    def is_running(self) -> bool:
-        states = {c.config.labels.get("com.docker.compose.service"): c.state.running for c in self.containers()}
-        return all(states.get(service) for service in SERVICES)
+    def is_running(self, snapshot: Mapping[str, ContainerInfo] | None = None) -> bool:
+        found = self.snapshot() if snapshot is None else snapshot
+        return all(service in found and found[service].running for service in SERVICES)
 
     def require_running(self) -> None:
         if not self.is_running():
             raise StackNotRunning(self.settings.project)
 
-    def endpoints(self) -> Endpoints:
-        by_service = {c.config.labels.get("com.docker.compose.service"): c for c in self.containers()}
-        found: dict[str, Endpoint] = {}
+    def is_disposable(self) -> bool | None:
+        """Whether what exists of this project (containers, volumes) is all labelled disposable; None when
+        nothing does. A `make up` stack taken down keeps its volumes: they count."""
+        labels: list[str] = []
+        selector = f"label={LABEL_COMPOSE_PROJECT}={self.settings.project}"
+        for kind, extra, name in (("container", ["--all"], "ID"), ("volume", [], "Name")):
+            listing = self._docker(kind, "ls", *extra, "--filter", selector,
+                                   "--format", f'{{{{.{name}}}}}={{{{.Label "{LABEL_EPHEMERAL}"}}}}')
+            labels += [line.rpartition("=")[2] for line in listing.splitlines() if line]
+        return all(label == "true" for label in labels) if labels else None
+
+    def mounted_state_dir(self, snapshot: Mapping[str, ContainerInfo] | None = None) -> Path | None:
+        """The state directory the running containers were started with (from their TLS bind mount)."""
+        found = self.snapshot() if snapshot is None else snapshot
+        for info in found.values():
+            source = info.mounts.get(TLS_MOUNT)
+            if source:
+                return Path(source).parent.parent
+        return None
+
+    def endpoints(self, snapshot: Mapping[str, ContainerInfo] | None = None) -> Endpoints:
+        found = self.snapshot() if snapshot is None else snapshot
+        endpoints: dict[str, Endpoint] = {}
         for name, (service, port) in ENDPOINTS.items():
-            container = by_service.get(service)
-            bindings = (container.network_settings.ports or {}).get(f"{port}/tcp") if container else None
-            if not bindings:
+            host_port = found[service].host_port(port) if service in found else None
+            if not host_port:
                 raise StackNotRunning(self.settings.project)
-            found[name] = Endpoint(self.settings.bind_address, int(bindings[0]["HostPort"]))
-        return Endpoints(**found)
+            endpoints[name] = Endpoint(self.settings.bind_address, host_port)
+        return Endpoints(**endpoints)
 
     def status(self) -> dict[str, object]:
         """The `status --json` contract: services, endpoints, ca_cert."""
         services: dict[str, dict[str, str | None]] = {name: {"state": "missing", "health": None} for name in SERVICES}
-        for c in self.containers():
-            name = c.config.labels.get("com.docker.compose.service")
+        found = self.snapshot()
+        for name, info in found.items():
             if name in services:
-                health = c.state.health.status if c.state.health else None
-                services[name] = {"state": c.state.status, "health": health}
+                services[name] = {"state": info.status, "health": info.health}
         try:
-            endpoints: dict[str, str | None] = self.endpoints().as_dict()
+            endpoints: dict[str, str | None] = self.endpoints(found).as_dict()
         except StackNotRunning:
             endpoints = {name: None for name in ENDPOINTS}
         ca = self.settings.ca_cert
@@ -289,14 +443,15 @@ class Stack:
 
     def db_address(self) -> tuple[str, int]:
         """Where the orchestrator reaches MariaDB: the published port if any, else the container's address."""
-        container = self.container("mysql")
+        info = self.snapshot().get("mysql")
+        if info is None:
+            raise StackNotRunning(self.settings.project)
         if self.settings.db_port is not None:
-            bindings = (container.network_settings.ports or {}).get("3306/tcp")
-            if bindings:
-                return self.settings.bind_address, int(bindings[0]["HostPort"])
-        for network in (container.network_settings.networks or {}).values():
-            if network.ip_address:
-                return network.ip_address, 3306
+            host_port = info.host_port(3306)
+            if host_port:
+                return self.settings.bind_address, host_port
+        if info.addresses:
+            return info.addresses[0], 3306
         raise MailstackError("MariaDB has no address on the stack's network", "run `mailstack status`")
 
     # --- readiness ----------------------------------------------------------------------------
@@ -311,9 +466,11 @@ class Stack:
         return result.returncode == 0, output
 
     def wait_ready(self, services: Sequence[str] = SERVICES, timeout: float | None = None,
-                   interval: float = 0.05, report: Report | None = None) -> None:
+                   interval: float = 0.05, report: Report | None = None,
+                   then: Mapping[str, Callable[[], None]] | None = None) -> None:
         """Poll each service's healthcheck until it passes. Stops early when a container has exited,
-        and fails with its last health output and a log tail."""
+        and fails with its last health output and a log tail. then[service], if given, runs as soon as
+        that service is ready, while the others are still being waited for; its failure fails the wait."""
         limit = timeout or self.settings.wait_timeout
         deadline = time.monotonic() + limit
         stop = threading.Event()
@@ -327,6 +484,8 @@ class Stack:
                 if ok:
                     if report:
                         report(f"{service} ready")
+                    if then and service in then:
+                        then[service]()
                     return
                 now = time.monotonic()
                 if now >= next_state_check:  # a dead container will never pass: say so at once
@@ -373,6 +532,10 @@ def _suggest(port: int) -> int:
     return port + 10000 if port < 55535 else 0
 
 
+def _service_order(service: str) -> int:
+    return SERVICES.index(service) if service in SERVICES else len(SERVICES)
+
+
 def _owner_pid() -> int:
     return os.getpid()
 
@@ -387,33 +550,156 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+_NAMESPACE: list[str] = []
+
+
+def _namespace() -> str:
+    """Where our pids mean something: host name, pid namespace and boot ("host::" without /proc)."""
+    if not _NAMESPACE:
+        try:
+            pidns = re.sub(r"\D", "", os.readlink("/proc/self/ns/pid"))
+        except OSError:
+            pidns = ""
+        _NAMESPACE.append(f"{socket.gethostname()}:{pidns}:{_read('/proc/sys/kernel/random/boot_id')}")
+    return _NAMESPACE[0]
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot ("" when unknown): tells a reused pid apart."""
+    stat = _read(f"/proc/{pid}/stat")
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def owner_label(pid: int | None = None) -> str:
+    pid = _owner_pid() if pid is None else pid
+    return f"{_namespace()}/{pid}/{_start_time(pid)}"
+
+
+def owner_alive(pid: int, started: str) -> bool:
+    if pid <= 0 or not _pid_alive(pid):
+        return False
+    now = _start_time(pid)
+    return not (started and now and now != started)  # the pid was reused by a newer process
+
+
+def owner_is_gone(labels: Mapping[str, str], here: str | None = None,
+                  alive: Callable[[int, str], bool] = owner_alive) -> bool:
+    """Whether a disposable stack's owner is certainly gone. When the owner lives in another pid namespace
+    (a container sharing the Docker socket, another machine), its pid says nothing here: not gone."""
+    here = _namespace() if here is None else here
+    owner = labels.get(LABEL_OWNER, "")
+    if owner:
+        namespace, _, rest = owner.partition("/")
+        pid_text, _, started = rest.partition("/")
+        if not pid_text.isdigit():
+            return False  # not ours to judge
+        if namespace != here:
+            host, pidns, boot = (namespace.split(":") + ["", ""])[:3]
+            here_host, here_pidns, here_boot = (here.split(":") + ["", ""])[:3]
+            # this machine and pid namespace before a reboot: every process of then is gone
+            return bool(host and pidns and boot) and (host, pidns) == (here_host, here_pidns) and boot != here_boot
+        return not alive(int(pid_text), started)
+    pid_text = labels.get(LABEL_OWNER_PID, "") or "0"  # stacks of mailstack versions without the owner label
+    return not pid_text.isdigit() or not alive(int(pid_text), "")
+
+
+_GONE_ALREADY = ("no such", "not found", "already in progress")
+
+
+def _remove(docker_cmd: Sequence[str], args: Sequence[str], strict: bool) -> None:
+    try:
+        docker_run([*docker_cmd, *args])
+    except DockerException as exc:
+        said = f"{exc.stderr or ''}{exc.stdout or ''}".lower()
+        if strict and not any(marker in said for marker in _GONE_ALREADY):
+            raise
+
+
+def _selectors(project: str, disposable_only: bool) -> tuple[list[str], list[str]]:
+    project_only = ["--filter", f"label={LABEL_COMPOSE_PROJECT}={project}"]
+    return project_only, project_only + (["--filter", f"label={LABEL_EPHEMERAL}=true"] if disposable_only else [])
+
+
+def project_resources(project: str, docker_cmd: Sequence[str] | None = None,
+                      disposable_only: bool = False) -> dict[str, list[str]]:
+    """A compose project's containers (ids), volumes and networks (names), found by label."""
+    cmd = list(docker_cmd or DockerClient().client_config.docker_cmd)
+    project_only, selector = _selectors(project, disposable_only)
+    return {
+        "containers": docker_run([*cmd, "container", "ls", "--all", "--quiet", "--no-trunc", *selector]).split(),
+        "volumes": docker_run([*cmd, "volume", "ls", "--quiet", *selector]).split(),
+        "networks": docker_run([*cmd, "network", "ls", "--format", "{{.Name}}", *project_only]).split(),
+    }
+
+
+def remove_project(project: str, docker_cmd: Sequence[str] | None = None, strict: bool = False,
+                   disposable_only: bool = False) -> None:
+    """Remove a compose project's containers (forced, with their anonymous volumes), named volumes and
+    network, by label. disposable_only: only what is labelled disposable (the network only when no
+    container of the project is left). strict: raise what fails, except for things already gone."""
+    cmd = list(docker_cmd or DockerClient().client_config.docker_cmd)
+    project_only, selector = _selectors(project, disposable_only)
+    try:
+        for _ in range(3):  # again if a container showed up meanwhile (a `compose up` killed mid-way)
+            ids = docker_run([*cmd, "container", "ls", "--all", "--quiet", "--no-trunc", *selector]).split()
+            if ids:
+                _remove(cmd, ["container", "rm", "--force", "--volumes", *ids], strict)
+            volumes = docker_run([*cmd, "volume", "ls", "--quiet", *selector]).split()
+            if volumes:
+                _remove(cmd, ["volume", "rm", "--force", *volumes], strict)
+            if not disposable_only or not docker_run([*cmd, "container", "ls", "--all", "--quiet",
+                                                      *project_only]).split():
+                networks = docker_run([*cmd, "network", "ls", "--quiet", *project_only]).split()
+                if networks:
+                    _remove(cmd, ["network", "rm", *networks], strict)
+            # else: containers that are not disposable still use the network
+            if not docker_run([*cmd, "container", "ls", "--all", "--quiet", *selector]).split():
+                return
+    except DockerException as exc:
+        if strict:
+            raise _docker_error(exc, "`mailstack prune` retries; `docker ps -a` shows what is left") from exc
+
+
 def prune_stale(everything: bool = False) -> list[str]:
     """Remove disposable stacks whose owning process is gone (or all disposable stacks), by label:
-    containers, volumes and networks. What testcontainers' reaper does, without its image."""
-    docker = DockerClient()
+    containers, volumes and networks, and their state directories. What testcontainers' reaper does,
+    without its image. Never touches stacks not labelled disposable (`make up`, reused, kept), live ones,
+    or ones owned in another pid namespace (unless everything=True). Safe to run concurrently."""
+    docker_cmd = DockerClient().client_config.docker_cmd
+    here = _namespace()
+    fmt = "\t".join(f'{{{{.Label "{label}"}}}}' for label in (LABEL_PROJECT, LABEL_OWNER_PID, LABEL_OWNER))
+    rows: list[str] = []
     try:
-        containers = docker.container.list(all=True, filters=[("label", f"{LABEL_EPHEMERAL}=true")])
-    except DockerException:
+        for kind, extra in (("container", ["--all"]), ("volume", [])):
+            rows += docker_run([*docker_cmd, kind, "ls", *extra, "--filter", f"label={LABEL_EPHEMERAL}=true",
+                                "--format", fmt]).splitlines()
+    except (DockerException, OSError):
         return []
-    stale: set[str] = set()
-    for container in containers:
-        labels = container.config.labels or {}
-        owner = int(labels.get(LABEL_OWNER_PID, "0") or 0)
-        if everything or owner == 0 or not _pid_alive(owner):
-            stale.add(labels.get(LABEL_PROJECT, ""))
-    stale.discard("")
+    gone: dict[str, bool] = {}  # project -> every owner of its containers and volumes is gone
+    for row in rows:
+        project, pid, owner = (row.split("\t") + ["", ""])[:3]
+        if project:
+            verdict = everything or owner_is_gone({LABEL_OWNER_PID: pid, LABEL_OWNER: owner}, here)
+            gone[project] = gone.get(project, True) and verdict
+    stale = {project for project, verdict in gone.items() if verdict}
     for project in sorted(stale):
-        selector = [("label", f"com.docker.compose.project={project}")]
-        members = docker.container.list(all=True, filters=selector)
-        if members:
-            docker.container.remove(members, force=True, volumes=True)
-        volumes = docker.volume.list(filters=selector)
-        if volumes:
-            docker.volume.remove(volumes)
-        networks = docker.network.list(filters=selector)
-        if networks:
-            docker.network.remove(networks)
-        shutil.rmtree(Path(tempfile.gettempdir()) / "mailstack-stacks" / project, ignore_errors=True)
+        remove_project(project, docker_cmd, disposable_only=True)
+        shutil.rmtree(stacks_dir() / project, ignore_errors=True)
+    # State directories of disposable stacks killed before Docker had anything of theirs.
+    with suppress(OSError):
+        for directory in stacks_dir().iterdir():
+            owner = _read(str(directory / OWNER_FILE))
+            if directory.name not in gone and owner and (everything or owner_is_gone({LABEL_OWNER: owner}, here)):
+                shutil.rmtree(directory, ignore_errors=True)
+                stale.add(directory.name)
     return sorted(stale)
 
 

@@ -1,0 +1,173 @@
+"""Figures for issue 5: what a disposable stack costs another project's test suite.
+
+- a fresh MailStack, from cached images, until ready (median of --fresh runs), with where the time goes
+  (from the progress messages) and how many CLI processes (docker, docker compose) one start spawns;
+- its teardown (containers, volumes, network and state directory removed);
+- attaching to a running stack with reuse=True (--mailstack-reuse), median of --reuse runs;
+- one add_user (what the mail_user fixture does per test), median and p95 of --users calls.
+
+Prints a table; asserts nothing. Its stacks use their own project names and random ports, so a `make up`
+stack keeps running. The machine may be shared: compare the figures of runs made together, and repeat.
+Usage: python bench/fixtures.py [--fresh N] [--reuse N] [--users N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from mailstack.api import MailStack
+from mailstack.stack import Stack
+
+TARGETS = {"fresh stack ready": "<= 3 s from cached images", "mail_user": "< 50 ms"}
+
+
+COMPOSE_VERBS = ("up", "down", "ps", "start", "stop", "build", "version", "config", "logs", "create")
+
+
+def describe(args: object) -> str | None:
+    """'docker container start', 'docker compose up', ... for a docker CLI call; None for anything else."""
+    argv = [str(a) for a in args] if isinstance(args, list | tuple) else str(args).split()
+    argv = [a for a in argv if not a.startswith("MAILSTACK_") and a.rsplit("/", 1)[-1] != "env"]
+    if not argv or argv[0].rsplit("/", 1)[-1] != "docker":
+        return None
+    if "compose" in argv:
+        return "docker compose " + next((a for a in argv if a in COMPOSE_VERBS), "?")
+    words = [a for a in argv[1:] if not a.startswith("-") and not re.fullmatch(r"[0-9a-f]{12,64}", a)]
+    return " ".join(["docker", *words[:2]])
+
+
+class Spawns:
+    """Counts the docker CLI processes started through subprocess.Popen."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        original = subprocess.Popen.__init__
+
+        def init(popen: subprocess.Popen, args: object, *rest: object, **kwargs: object) -> None:
+            command = describe(args)
+            if command:
+                with self._lock:
+                    self.commands.append(command)
+            original(popen, args, *rest, **kwargs)  # type: ignore[arg-type]
+
+        subprocess.Popen.__init__ = init  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            subprocess.Popen.__init__ = original  # type: ignore[method-assign]
+
+
+class Phases:
+    """Timestamps of MailStack's progress messages, relative to the start."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.marks: list[tuple[str, float]] = []
+
+    def __call__(self, message: str) -> None:
+        self.marks.append((message, time.perf_counter() - self.started))
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def spread(values: list[float], unit: str = "s", scale: float = 1.0) -> str:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return (f"median {statistics.median(values) * scale:.{1 if unit == 'ms' else 2}f} {unit} "
+            f"(min {ordered[0] * scale:.{1 if unit == 'ms' else 2}f}, p95 {p95 * scale:.{1 if unit == 'ms' else 2}f}, "
+            f"max {ordered[-1] * scale:.{1 if unit == 'ms' else 2}f}, n={len(values)})")
+
+
+def load() -> str:
+    with open("/proc/loadavg") as handle:
+        return " ".join(handle.read().split()[:3])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fresh", type=int, default=5, help="fresh starts to time")
+    parser.add_argument("--reuse", type=int, default=5, help="reuse attaches to time")
+    parser.add_argument("--users", type=int, default=100, help="add_user calls to time")
+    args = parser.parse_args()
+    rows: list[tuple[str, str]] = []
+    print(f"load average before: {load()}")
+
+    with MailStack():  # warm-up, not counted: builds the images if this tag has none, fills caches
+        pass
+
+    ready: list[float] = []
+    teardown: list[float] = []
+    phases: dict[str, list[float]] = {}
+    user_costs: list[float] = []
+    spawns = Spawns()
+    for run in range(args.fresh):
+        report = Phases()
+        stack = MailStack(report=report)
+        with spawns.counting() if run == 0 else _nothing():
+            ready.append(timed(stack.start))
+        for message, at in report.marks:
+            phases.setdefault(message, []).append(at)
+        if run == 0:
+            for _ in range(args.users):
+                user_costs.append(timed(stack.add_user))
+        teardown.append(timed(stack.stop))
+
+    rows.append(("fresh stack: MailStack() until ready", spread(ready)))
+    for message, values in phases.items():
+        rows.append((f"  at '{message}'", f"median {statistics.median(values):.2f} s"))
+    counts: dict[str, int] = {}
+    for command in spawns.commands:
+        counts[command] = counts.get(command, 0) + 1
+    rows.append(("  CLI processes per start", f"{len(spawns.commands)}: "
+                 + ", ".join(f"{n}x {c}" for c, n in sorted(counts.items(), key=lambda kv: -kv[1]))))
+    rows.append(("fresh stack: teardown (all removed)", spread(teardown)))
+    rows.append(("add_user (mail_user fixture)", spread(user_costs, "ms", 1000)))
+
+    project = f"mailstack-bench-reuse-{uuid.uuid4().hex[:6]}"
+    first = MailStack(project=project, reuse=True)
+    try:
+        first_start = timed(first.start)  # not running yet: a fresh start, then left running
+        first.stop()
+        attach: list[float] = []
+        for _ in range(args.reuse):
+            again = MailStack(project=project, reuse=True)
+            attach.append(timed(again.start))
+            again.stop()
+        rows.append(("reuse: first session (starts it)", f"{first_start:.2f} s"))
+        rows.append(("reuse: later sessions, until ready", spread(attach)))
+    finally:
+        Stack(first.settings).down(volumes=True)
+        shutil.rmtree(first.settings.state_dir, ignore_errors=True)
+
+    width = max(len(label) for label, _ in rows)
+    print(f"\n{'figure':<{width}}  value")
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    print(f"\nload average after: {load()}")
+    print("targets: " + "; ".join(f"{name} {target}" for name, target in TARGETS.items()))
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+if __name__ == "__main__":
+    main()
