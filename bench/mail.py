@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 from mailstack.api import MailStack
 
@@ -73,6 +74,23 @@ def cpu_sample(names: dict[str, str], stop: threading.Event, peaks: dict[str, fl
         stop.wait(1.0)  # docker stats is not free either: sample once a second
 
 
+def container_cpu_seconds(container_id: str) -> float | None:
+    """CPU time a container has used so far (cgroup v1 cpuacct or v2 cpu.stat); None where unreadable."""
+    candidates = [
+        (Path(f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage"), 1e9, None),
+        (Path(f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/cpu.stat"), 1e6, "usage_usec"),
+    ]
+    for path, scale, key in candidates:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if key is None:
+            return int(text) / scale
+        return next(int(line.split()[1]) for line in text.splitlines() if line.startswith(key)) / scale
+    return None
+
+
 def throughput(stack: MailStack, messages: int, sessions: int) -> dict[str, float]:
     receivers = [stack.add_user() for _ in range(4)]
     postfix = stack.stack.container("postfix").name
@@ -92,6 +110,8 @@ def throughput(stack: MailStack, messages: int, sessions: int) -> dict[str, floa
 
     # end to end: smtp-source -> smtpd -> cleanup -> qmgr -> lmtp -> Dovecot -> maildir
     per_receiver = messages // len(receivers)
+    ids = {c.config.labels["com.docker.compose.service"]: c.id for c in stack.stack.containers()}
+    cpu_before = {service: container_cpu_seconds(cid) for service, cid in ids.items()}
     stop, peaks = threading.Event(), {}
     sampler = threading.Thread(target=cpu_sample, args=(names, stop, peaks), daemon=True)
     sampler.start()
@@ -121,6 +141,11 @@ def throughput(stack: MailStack, messages: int, sessions: int) -> dict[str, floa
     results["sent"] = total
     for service, peak in sorted(peaks.items()):
         results[f"peak CPU {service} %"] = peak
+    for service, cid in sorted(ids.items()):
+        after, before = container_cpu_seconds(cid), cpu_before[service]
+        if after is not None and before is not None and delivered:
+            # CPU milliseconds per delivered message (postfix includes smtp-source, which runs in it)
+            results[f"CPU ms per message, {service}"] = (after - before) * 1000 / delivered
     return results
 
 
@@ -137,7 +162,7 @@ def main() -> None:
         print(f"latency 587 -> IMAP over {len(ms)} messages: p50 {statistics.median(ms):.1f} ms, "
               f"p95 {p95:.1f} ms, max {ms[-1]:.1f} ms")
         for label, value in throughput(stack, args.messages, args.sessions).items():
-            print(f"{label}: {value:.0f}")
+            print(f"{label}: {value:.2f}" if "per message" in label else f"{label}: {value:.0f}")
     print(REFERENCE)
 
 
