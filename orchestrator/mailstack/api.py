@@ -52,23 +52,24 @@ def _quiet(_: str) -> None:
 
 
 def bring_up(settings: Settings, seed: SeedFile | None = None, report: Report = _quiet,
-             provision_host: bool = True, volumes_on_failure: bool = False) -> Stack:
-    """Provision what is missing, build (cached), start, wait for real readiness, create tables, seed."""
+             provision_host: bool = True, volumes_on_failure: bool = False, force_build: bool = False) -> Stack:
+    """Provision what is missing, build (cached, or again with force_build), start, wait for real readiness,
+    create tables, seed."""
     stack = Stack(settings)
     _bring_up(stack, seed or SeedFile(), report, provision_host=provision_host, build=True,
-              tear_down=True, volumes_on_failure=volumes_on_failure).close()
+              tear_down=True, volumes_on_failure=volumes_on_failure, force_build=force_build).close()
     return stack
 
 
 def _bring_up(stack: Stack, seed: SeedFile, report: Report, *, provision_host: bool, build: bool,
-              tear_down: bool, volumes_on_failure: bool) -> Database:
+              tear_down: bool, volumes_on_failure: bool, force_build: bool = False) -> Database:
     """bring_up's steps; returns the database with its connection kept open (the caller closes it).
     tear_down: remove the stack again when a step fails (MailStack removes disposable stacks itself)."""
     settings = stack.settings
     if provision_host:
         provision.provision(report)
     if build:
-        stack.build(report)
+        stack.build(report, force=force_build)
     stack.prepare()
     report("starting containers")
     opened: list[Database] = []

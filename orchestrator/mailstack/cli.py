@@ -143,10 +143,7 @@ def up(
         def progress(message: str) -> None:
             report(message)
             status.update(message)
-        if build:
-            provisioning.provision(progress)
-            Stack(settings).build(progress, force=True)
-        stack = bring_up(settings, parsed, progress)
+        stack = bring_up(settings, parsed, progress, force_build=build)
     out.print(_endpoint_table(stack))
     out.print(f"CA certificate: {settings.ca_cert}  (ready in {time.monotonic() - started:.1f}s)")
     if seed_file:
