@@ -1,24 +1,37 @@
 #!/bin/bash
 # Postfix's MySQL client marks a failed server down for a fixed 60 s (not configurable before
 # Postfix 3.9), so every lookup answers "451 Temporary lookup failure" for a minute after MariaDB comes
-# back. This watcher notices MariaDB coming back, or restarting (its uptime goes down), within about a
-# second and reloads Postfix, whose processes then reconnect at once. It only reads the server's uptime.
+# back. This watcher notices MariaDB coming back, or having restarted, within about a second and reloads
+# Postfix, whose processes then reconnect at once. It only reads when the server started and its uptime.
+#
+# A restart is recognised by the server's start time (now - uptime), not only by a probe that failed:
+# a probe can miss a short outage entirely (it was sleeping, or slow under load), and comparing uptimes
+# alone misses a restart whenever the new server has been up longer than the old one was at the last
+# probe. The start time is computed from whole seconds on both sides, so it may wobble by one.
 set -uo pipefail
 interval=${MAILSTACK_MYSQL_WATCH_INTERVAL:-1}
-probe=/etc/postfix/sql/server_uptime.cf
-last=""
+probe=${MAILSTACK_MYSQL_WATCH_PROBE:-/etc/postfix/sql/server_uptime.cf}
+last_state=""   # "up" or "down"
+last_start=0
+last_uptime=0
+
+reload() {
+  echo "mailstack-postfix: MariaDB $1: reloading Postfix so lookups reconnect now" >&2
+  postfix reload >/dev/null 2>&1 || true
+}
+
 while sleep "$interval"; do
   [[ -r "$probe" ]] || continue
-  uptime=$(postmap -q uptime "mysql:$probe" 2>/dev/null) || uptime=down
-  [[ "$uptime" =~ ^[0-9]+$|^down$ ]] || uptime=down
-  if [[ "$uptime" != down && -n "$last" ]]; then
-    if [[ "$last" == down ]]; then
-      echo "mailstack-postfix: MariaDB is back: reloading Postfix so lookups reconnect now" >&2
-      postfix reload >/dev/null 2>&1 || true
-    elif (( uptime < last )); then
-      echo "mailstack-postfix: MariaDB restarted: reloading Postfix so lookups reconnect now" >&2
-      postfix reload >/dev/null 2>&1 || true
-    fi
+  answer=$(postmap -q uptime "mysql:$probe" 2>/dev/null) || answer=""
+  if [[ ! "$answer" =~ ^([0-9]+)\ ([0-9]+)$ ]]; then
+    last_state=down
+    continue
   fi
-  last=$uptime
+  start=${BASH_REMATCH[1]} uptime=${BASH_REMATCH[2]}
+  if [[ "$last_state" == down ]]; then
+    reload "is back"
+  elif [[ "$last_state" == up ]] && (( start > last_start + 1 || uptime < last_uptime )); then
+    reload "restarted"
+  fi
+  last_state=up last_start=$start last_uptime=$uptime
 done

@@ -98,9 +98,11 @@ DEFAULT = Flavour(
 
 FLAVOURS = {DEFAULT.name: DEFAULT}
 
-# Not the mail schema: the server's uptime, read by Postfix's MariaDB watcher (see images/postfix).
+# Not the mail schema: when the server started and its uptime ("<epoch> <seconds>"), read by Postfix's
+# MariaDB watcher (see images/postfix/mysql-watch.sh).
 SERVER_UPTIME_QUERY = (
-    "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME' AND '%s' = 'uptime'"
+    "SELECT CONCAT(UNIX_TIMESTAMP() - VARIABLE_VALUE, ' ', VARIABLE_VALUE) FROM information_schema.GLOBAL_STATUS"
+    " WHERE VARIABLE_NAME = 'UPTIME' AND '%s' = 'uptime'"
 )
 
 

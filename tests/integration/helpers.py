@@ -180,8 +180,9 @@ class Event:
 class Ledger:
     """Every message sent and every reply it got; thread-safe, with waits on its own state."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, explain: Callable[[], str] | None = None) -> None:
         self.name = name
+        self.explain = explain  # more context for a failed wait (e.g. a log tail)
         self.token = f"{name}-{uuid.uuid4().hex[:8]}"
         self.messages: dict[str, Message] = {}
         self.events: list[Event] = []
@@ -216,7 +217,8 @@ class Ledger:
             while not predicate(self):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"{self.name}: not within {timeout:.0f}s: {what}\n{self.summary()}")
+                    extra = f"\n{self.explain()}" if self.explain else ""
+                    raise AssertionError(f"{self.name}: not within {timeout:.0f}s: {what}\n{self.summary()}{extra}")
                 self._condition.wait(left)
 
     # --- counts -------------------------------------------------------------------------------

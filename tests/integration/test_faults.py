@@ -77,6 +77,17 @@ def _report(*lines: str) -> None:
         print(line)
 
 
+def _ledger(stack: MailStack, name: str) -> Ledger:
+    """A ledger whose failed waits show what Postfix and its MariaDB watcher logged meanwhile."""
+
+    def postfix_log() -> str:
+        lines = stack.stack.logs("postfix").splitlines()
+        watcher = [line for line in lines if "mailstack-postfix:" in line]
+        return "watcher: " + ("\n  ".join(watcher[-5:]) or "silent") + "\npostfix log tail:\n" + "\n".join(lines[-25:])
+
+    return Ledger(name, explain=postfix_log)
+
+
 def _no_bounces(stack: MailStack) -> None:
     bounced = bounces_in(stack.stack.logs("postfix"))
     assert not bounced, "Postfix bounced mail for a valid user:\n" + "\n".join(bounced[:5])
@@ -101,7 +112,7 @@ def _restart_and_measure(stack: MailStack, name: str, restart: Callable[[], None
     accepted again; count. Returns whether Postfix was restarted along the way."""
     postfix_started = _started_at(stack, "postfix")
     recipient, author = stack.add_user(), stack.add_user()
-    ledger = Ledger(name)
+    ledger = _ledger(stack, name)
     bursts = [Burst(stack, ledger, "smtp", f"peer@{OUTSIDE}", [recipient.address]),
               Burst(stack, ledger, "submission", author.address, [recipient.address], user=author)]
     for burst in bursts:
@@ -186,7 +197,7 @@ def test_mariadb_compose_restart_loses_nothing(stack: MailStack) -> None:
 
 def test_mariadb_stopped_while_mail_arrives_on_25_and_587(stack: MailStack) -> None:
     recipient, author = stack.add_user(), stack.add_user()
-    ledger = Ledger("mariadb-stopped")
+    ledger = _ledger(stack, "mariadb-stopped")
     bursts = [Burst(stack, ledger, "smtp", f"peer@{OUTSIDE}", [recipient.address]),
               Burst(stack, ledger, "submission", author.address, [recipient.address], user=author)]
     for burst in bursts:
@@ -238,7 +249,7 @@ def _submission_back(stack: MailStack, ledger: Ledger, port: str, user: User, me
 
 def test_dovecot_stopped_postfix_defers_then_drains(stack: MailStack) -> None:
     recipient, author = stack.add_user(), stack.add_user()
-    ledger = Ledger("dovecot-stopped")
+    ledger = _ledger(stack, "dovecot-stopped")
     bursts = [Burst(stack, ledger, "smtp", f"peer@{OUTSIDE}", [recipient.address]),
               Burst(stack, ledger, "submission", author.address, [recipient.address], user=author)]
     bursts[1].connect()  # authenticated before Dovecot goes away
@@ -285,7 +296,7 @@ def test_dovecot_stopped_postfix_defers_then_drains(stack: MailStack) -> None:
 
 def test_postfix_killed_mid_burst_delivers_everything_it_acknowledged(stack: MailStack) -> None:
     recipient, author = stack.add_user(), stack.add_user()
-    ledger = Ledger("postfix-killed")
+    ledger = _ledger(stack, "postfix-killed")
     bursts = [Burst(stack, ledger, "smtp", f"peer@{OUTSIDE}", [recipient.address], stop_on_drop=True),
               Burst(stack, ledger, "submission", author.address, [recipient.address], user=author,
                     stop_on_drop=True)]
@@ -327,7 +338,7 @@ def test_postfix_killed_mid_burst_delivers_everything_it_acknowledged(stack: Mai
 
 def test_whole_stack_down_and_up_keeps_mailboxes_queue_and_database(stack: MailStack) -> None:
     recipient = stack.add_user()
-    ledger = Ledger("down-up")
+    ledger = _ledger(stack, "down-up")
     client = SmtpClient(stack, "smtp")
     for _ in range(3):
         assert ledger.send(client, ledger.new_message(f"peer@{OUTSIDE}", [recipient.address], "stored")

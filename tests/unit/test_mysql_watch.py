@@ -1,0 +1,56 @@
+"""images/postfix/mysql-watch.sh decides when to reload Postfix from a sequence of probe answers. The
+script runs for real under bash; only `postmap` (the probe), `postfix` (the reload) and `sleep` are
+stand-ins on PATH, replaying the answers MariaDB would give."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+WATCHER = Path(__file__).resolve().parents[2] / "images" / "postfix" / "mysql-watch.sh"
+
+
+def _reloads(tmp_path: Path, answers: list[str]) -> list[str]:
+    """Run the watcher over `answers` ("<start> <uptime>" or "down"); the reload reasons it logged."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "answers").write_text("".join(f"{a}\n" for a in answers))
+    (tmp_path / "probe.cf").write_text("hosts = mysql\n")
+    stubs = {
+        # one answer per probe; "down" fails like postmap does when the server is unreachable
+        "postmap": 'a=$(head -n1 "$W/answers"); sed -i 1d "$W/answers"; [ "$a" = down ] && exit 1; echo "$a"',
+        "postfix": 'echo "$1" >> "$W/postfix-calls"',
+        # the loop ends when every answer has been given
+        "sleep": '[ -s "$W/answers" ]',
+    }
+    for name, body in stubs.items():
+        stub = bin_dir / name
+        stub.write_text(f"#!/bin/sh\n{body}\n")
+        stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "W": str(tmp_path),
+           "MAILSTACK_MYSQL_WATCH_PROBE": str(tmp_path / "probe.cf")}
+    done = subprocess.run(["bash", str(WATCHER)], env=env, capture_output=True, text=True, timeout=30, check=False)
+    calls = (tmp_path / "postfix-calls").read_text().split() if (tmp_path / "postfix-calls").exists() else []
+    reasons = [line.split("MariaDB ", 1)[1].split(":", 1)[0] for line in done.stderr.splitlines()
+               if line.startswith("mailstack-postfix: MariaDB")]
+    assert calls == ["reload"] * len(reasons), (calls, done.stderr)
+    return reasons
+
+
+@pytest.mark.parametrize(("answers", "expected"), [
+    pytest.param(["1000 5", "1000 6", "1000 7"], [], id="steady"),
+    pytest.param(["1000 5", "1001 6", "1000 8"], [], id="start-time-wobbles-by-one-second"),
+    pytest.param(["down", "down", "1000 1"], ["is back"], id="up-after-postfix"),
+    pytest.param(["1000 5", "down", "1009 1", "1009 2"], ["is back"], id="outage-seen"),
+    pytest.param(["1000 50", "1052 3"], ["restarted"], id="restart-missed-new-uptime-smaller"),
+    # the CI failure of the uptime-only watcher: the old server had been up 3 s at the last probe, the
+    # probe missed the outage, and the new one had been up 6 s when it was next asked
+    pytest.param(["1000 3", "1005 6", "1005 7"], ["restarted"], id="restart-missed-new-uptime-larger"),
+    pytest.param(["1000 5", "x y", "1000 7"], ["is back"], id="garbage-counts-as-down"),
+])
+def test_watcher_reloads_postfix_exactly_when_mariadb_came_back(tmp_path: Path, answers: list[str],
+                                                                 expected: list[str]) -> None:
+    assert _reloads(tmp_path, answers) == expected
