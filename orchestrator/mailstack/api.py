@@ -23,7 +23,7 @@ from imapclient import IMAPClient
 
 from mailstack import passwords, provision
 from mailstack.db import Database
-from mailstack.errors import MailstackError, NotReady
+from mailstack.errors import MailstackError, NotReady, PortTaken
 from mailstack.seed import (
     SeedFile,
     check_address,
@@ -39,12 +39,15 @@ from mailstack.stack import (
     Endpoints,
     Stack,
     owner_label,
+    pin_free_ports,
     prune_stale,
     stacks_dir,
     torn_down_on_failure,
 )
 
 Report = Callable[[str], None]
+
+PORT_ATTEMPTS = 3  # a port chosen free can be taken before Docker binds it: choose again, this often
 
 
 def _quiet(_: str) -> None:
@@ -128,6 +131,7 @@ class MailStack:
             **{f"{port}_port": 0 for port in ("smtp", "submission", "smtps", "imaps", "pop3s")},
         }
         self.settings = load_settings(**{**defaults, **settings})
+        self._requested_ports = self.settings.ports()  # 0: chosen at each start (settings then show the choice)
         self._stack: Stack | None = None
         self._endpoints: Endpoints | None = None
         self._database: Database | None = None
@@ -173,11 +177,28 @@ class MailStack:
         if self._owned:  # who owns the state directory, for pruning if we are killed before Docker has anything
             self.settings.state_dir.mkdir(parents=True, exist_ok=True)
             (self.settings.state_dir / OWNER_FILE).write_text(owner_label())
-        self._stack = stack
         images = stack.images_present()  # then Docker and Compose work: nothing to provision
-        self._database = _bring_up(stack, seed, self.report, provision_host=not images, build=not images,
-                                   tear_down=not self._owned, volumes_on_failure=not self.keep)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            # Ports of 0 are chosen here, not by Docker at each start: they survive a service's restart.
+            requested = self.settings.model_copy(
+                update={f"{name}_port": port for name, port in self._requested_ports.items()})
+            stack = self._stack = Stack(pin_free_ports(requested))
+            try:
+                self._database = _bring_up(stack, seed, self.report, provision_host=not images and attempt == 1,
+                                           build=not images and attempt == 1, tear_down=not self._owned,
+                                           volumes_on_failure=not self.keep)
+                break
+            except PortTaken:
+                if attempt == PORT_ATTEMPTS or not self._chosen_ports():
+                    raise
+                if self._owned:
+                    stack.destroy()  # what was created, before trying other ports
+        self.settings = stack.settings
         self._endpoints = stack.endpoints()
+
+    def _chosen_ports(self) -> bool:
+        """Whether this MailStack chooses (some of) its ports, i.e. may try others."""
+        return 0 in self._requested_ports.values()
 
     def _attach(self, stack: Stack, found: Mapping[str, Any], seed: SeedFile) -> None:
         """Use a running stack as it is: no compose call; only probes, the seed and a lookup of its ports."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
 import pymysql
@@ -29,10 +29,13 @@ class Database:
     """Where and how to reach the mail database as its admin user."""
 
     def __init__(self, host: str, port: int, password: str, schema_flavour: str = "default",
-                 keep_open: bool = False) -> None:
+                 keep_open: bool = False, locate: Callable[[], tuple[str, int]] | None = None) -> None:
         """keep_open: keep one connection between transactions (a test stack's add_user then costs a
-        round trip, not a connect); close() closes it. Otherwise each transaction connects anew."""
+        round trip, not a connect); close() closes it. Otherwise each transaction connects anew.
+        locate: where the server is now, asked again when a connection fails (a restarted container
+        may come back with another address)."""
         self.host, self.port, self.password = host, port, password
+        self._locate = locate
         self.schema = schema.flavour(schema_flavour)
         self.keep_open = keep_open
         self._kept: pymysql.connections.Connection | None = None
@@ -42,7 +45,8 @@ class Database:
     def for_stack(cls, stack, keep_open: bool = False) -> Database:  # noqa: ANN001 - a Stack (import cycle)
         host, port = stack.db_address()
         password = ensure_secret(stack.settings.state_dir / "secrets", "db_admin_password")
-        return cls(host, port, password, stack.settings.schema_flavour, keep_open=keep_open)
+        return cls(host, port, password, stack.settings.schema_flavour, keep_open=keep_open,
+                   locate=stack.db_address)
 
     def close(self) -> None:
         kept, self._kept = self._kept, None
@@ -65,6 +69,9 @@ class Database:
                         f"cannot connect to MariaDB at {self.host}:{self.port}: {exc.args[-1]}",
                         "is the stack running? `mailstack status`; on Docker Desktop set MAILSTACK_DB_PORT",
                     ) from exc
+                if self._locate is not None:
+                    with suppress(MailstackError):  # e.g. the container is not running (yet): same address
+                        self.host, self.port = self._locate()
                 time.sleep(delay)  # poll interval while the server starts, bounded by the deadline
                 delay = min(delay * 2, 0.5)
 

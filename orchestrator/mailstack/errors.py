@@ -38,6 +38,11 @@ class StackNotRunning(MailstackError):
         )
 
 
+class PortTaken(CommandError):
+    """Docker could not publish a port: something else took it (e.g. between a free-port probe and the
+    container's start)."""
+
+
 class NotReady(MailstackError):
     """A wait ran out of time or a container died while we waited."""
 

@@ -25,7 +25,7 @@ from python_on_whales import Container, DockerClient, DockerException
 from python_on_whales.utils import run as docker_run
 
 from mailstack import certs, schema, secrets
-from mailstack.errors import CommandError, MailstackError, NotReady, StackNotRunning, tail
+from mailstack.errors import CommandError, MailstackError, NotReady, PortTaken, StackNotRunning, tail
 from mailstack.settings import Settings, image_tag, stack_files_dir
 
 Report = Callable[[str], None]
@@ -142,6 +142,27 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
+def pin_free_ports(settings: Settings) -> Settings:
+    """Settings whose ports of 0 are replaced by ports free now. Docker picks a new host port for a port
+    of 0 at every container start, so a stopped and started container would move; pinned at creation, a
+    port stays the same for the container's life. Another program may take a port before Docker binds
+    it: Stack.start then raises PortTaken, and the caller may pin again."""
+    wanted = [name for name, port in settings.ports().items() if port == 0]
+    if not wanted:
+        return settings
+    sockets: list[socket.socket] = []
+    try:
+        for _ in wanted:  # all held open at once, so the kernel hands out distinct ports
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(probe)
+            probe.bind((settings.bind_address, 0))
+        ports = {f"{name}_port": probe.getsockname()[1] for name, probe in zip(wanted, sockets, strict=True)}
+    finally:
+        for probe in sockets:
+            probe.close()
+    return settings.model_copy(update=ports)
+
+
 class Stack:
     """One compose project. Construct with resolved Settings; nothing here reads the environment."""
 
@@ -255,6 +276,10 @@ class Stack:
             for future in started:
                 future.result()
         except DockerException as exc:
+            stderr = exc.stderr or exc.stdout or ""
+            if "port is already allocated" in stderr or "address already in use" in stderr:
+                raise PortTaken(exc.docker_command, exc.return_code, stderr,
+                                "another program took one of the stack's ports: choose other ports") from exc
             raise _docker_error(exc, "`mailstack logs` shows what the containers said") from exc
 
     def down(self, volumes: bool = False) -> None:

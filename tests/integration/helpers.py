@@ -15,7 +15,6 @@ import email.policy
 import email.utils
 import json
 import smtplib
-import socket
 import ssl
 import threading
 import time
@@ -299,22 +298,6 @@ def tally(ledger: Ledger, delivered: Counter[str]) -> Tally:
         replies=", ".join(f"{code}: {n}" for code, n in sorted(ledger.codes().items())),
         duplicates=frozenset(mid for mid, n in ours.items() if n > 1),
     )
-
-
-def free_ports(names: Iterable[str], host: str = "127.0.0.1") -> dict[str, int]:
-    """Free TCP ports now, for a stack whose ports must survive container restarts (a port of 0 makes
-    Docker pick a new one at every container start)."""
-    sockets, ports = [], {}
-    try:
-        for name in names:
-            sock = socket.socket()
-            sock.bind((host, 0))
-            sockets.append(sock)
-            ports[f"{name}_port"] = sock.getsockname()[1]
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports
 
 
 # --- mailboxes and the queue ------------------------------------------------------------------

@@ -14,8 +14,9 @@ import pytest
 from mailstack import api, stack
 from mailstack.api import MailStack
 from mailstack.db import Database
-from mailstack.errors import MailstackError
+from mailstack.errors import MailstackError, PortTaken
 from mailstack.pytest_plugin import stack_options
+from mailstack.settings import load_settings
 from mailstack.stack import (
     LABEL_OWNER,
     LABEL_OWNER_PID,
@@ -23,6 +24,7 @@ from mailstack.stack import (
     ContainerInfo,
     owner_is_gone,
     owner_label,
+    pin_free_ports,
     prune_stale,
     stacks_dir,
 )
@@ -277,6 +279,41 @@ def test_a_failed_start_removes_what_it_created(monkeypatch: pytest.MonkeyPatch,
     assert not candidate.settings.state_dir.exists()
 
 
+def test_a_port_taken_during_the_start_is_tried_again_with_other_ports(monkeypatch: pytest.MonkeyPatch,
+                                                                       no_docker: list[str]) -> None:
+    tried: list[dict[str, int]] = []
+
+    def bring_up(stack_: stack.Stack, *args: object, **kwargs: object) -> object:
+        tried.append(stack_.settings.ports())
+        if len(tried) == 1:
+            raise PortTaken(["docker", "start"], 1, "Bind for 127.0.0.1:1234 failed: port is already allocated")
+        return FakeDatabase()
+
+    class FakeDatabase:
+        def close(self) -> None:
+            return None
+
+    monkeypatch.setattr(api, "_bring_up", bring_up)
+    monkeypatch.setattr(stack.Stack, "images_present", lambda self: True)
+    monkeypatch.setattr(stack.Stack, "endpoints", lambda self: "endpoints")
+    with MailStack() as started:
+        assert started.endpoints == "endpoints"
+    assert len(tried) == 2 and tried[0] != tried[1] and 0 not in [*tried[0].values(), *tried[1].values()]
+    assert no_docker.count("destroy") == 2  # the failed attempt's containers, then the stack at the end
+
+
+def test_a_port_taken_is_not_retried_when_the_ports_were_given(monkeypatch: pytest.MonkeyPatch,
+                                                               no_docker: list[str]) -> None:
+    def bring_up(*args: object, **kwargs: object) -> None:
+        raise PortTaken(["docker", "start"], 1, "port is already allocated")
+
+    monkeypatch.setattr(api, "_bring_up", bring_up)
+    monkeypatch.setattr(stack.Stack, "images_present", lambda self: True)
+    with pytest.raises(PortTaken), MailStack(smtp_port=2525, submission_port=2587, smtps_port=2465,
+                                             imaps_port=2993, pop3s_port=2995):
+        pytest.fail("started")
+
+
 @pytest.mark.parametrize(("keep", "reuse", "worker", "expected"), [
     (False, None, None, {"project": None, "keep": False, "reuse": False}),
     (False, None, "gw1", {"project": None, "keep": False, "reuse": False}),  # random name per worker
@@ -286,3 +323,30 @@ def test_a_failed_start_removes_what_it_created(monkeypatch: pytest.MonkeyPatch,
 ])
 def test_plugin_stack_options(keep: bool, reuse: str | None, worker: str | None, expected: dict) -> None:
     assert stack_options(keep, reuse, worker) == expected
+
+
+def test_pin_free_ports_chooses_distinct_free_ports_for_zeros_only() -> None:
+    settings = load_settings(project="mailstack-pin", smtp_port=0, submission_port=0, smtps_port=0,
+                             imaps_port=0, pop3s_port=2993)
+    pinned = pin_free_ports(settings).ports()
+    chosen = [pinned[name] for name in ("smtp", "submission", "smtps", "imaps")]
+    assert all(port > 0 for port in chosen) and len(set(chosen)) == len(chosen)
+    assert pinned["pop3s"] == 2993
+    fixed = load_settings(project="mailstack-pin")
+    assert pin_free_ports(fixed) is fixed
+
+
+def test_a_failed_connect_asks_where_the_server_is_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted MariaDB container may come back with another address on the stack's network."""
+    tried: list[str] = []
+
+    def connect(**kwargs: object) -> str:
+        tried.append(str(kwargs["host"]))
+        if kwargs["host"] != "10.0.0.9":
+            raise pymysql.err.OperationalError(2003, "Can't connect to MySQL server")
+        return "connection"
+
+    monkeypatch.setattr(pymysql, "connect", connect)
+    db = Database("10.0.0.3", 3306, "pw", locate=lambda: ("10.0.0.9", 3306))
+    assert db.connect(timeout=5) == "connection"
+    assert tried == ["10.0.0.3", "10.0.0.9"] and db.host == "10.0.0.9"
