@@ -42,10 +42,8 @@ ENDPOINTS = {
 HEALTHCHECK = ["/usr/local/bin/healthcheck.sh"]
 LABEL_PROJECT = "io.mailstack.project"
 LABEL_EPHEMERAL = "io.mailstack.ephemeral"
-LABEL_OWNER_PID = "io.mailstack.owner-pid"
 # Disposable stacks only (compose.ephemeral.yaml): "<namespace>/<pid>/<start time>", where the namespace names
-# the machine, boot and pid namespace in which the pid means something. Its own label, so that older
-# mailstack versions, which read owner-pid as a number, keep working side by side.
+# the machine, boot and pid namespace in which the pid means something.
 LABEL_OWNER = "io.mailstack.owner"
 LABEL_COMPOSE_PROJECT = "com.docker.compose.project"
 LABEL_COMPOSE_SERVICE = "com.docker.compose.service"
@@ -198,7 +196,6 @@ class Stack:
             "MAILSTACK_FAST_RETRY": "1" if s.fast_retry else "0",
             "MAILSTACK_MAIL_FSYNC": s.mail_fsync,
             "MAILSTACK_EPHEMERAL": "true" if s.ephemeral else "false",
-            "MAILSTACK_OWNER_PID": str(_owner_pid()) if s.ephemeral else "0",
         }
         if s.ephemeral:
             env["MAILSTACK_OWNER"] = owner_label()
@@ -632,8 +629,7 @@ def owner_is_gone(labels: Mapping[str, str], here: str | None = None,
             # this machine and pid namespace before a reboot: every process of then is gone
             return bool(host and pidns and boot) and (host, pidns) == (here_host, here_pidns) and boot != here_boot
         return not alive(int(pid_text), started)
-    pid_text = labels.get(LABEL_OWNER_PID, "") or "0"  # stacks of mailstack versions without the owner label
-    return not pid_text.isdigit() or not alive(int(pid_text), "")
+    return True  # a disposable stack without an owner: nobody will remove it but pruning
 
 
 _GONE_ALREADY = ("no such", "not found", "already in progress")
@@ -700,7 +696,7 @@ def prune_stale(everything: bool = False) -> list[str]:
     or ones owned in another pid namespace (unless everything=True). Safe to run concurrently."""
     docker_cmd = DockerClient().client_config.docker_cmd
     here = _namespace()
-    fmt = "\t".join(f'{{{{.Label "{label}"}}}}' for label in (LABEL_PROJECT, LABEL_OWNER_PID, LABEL_OWNER))
+    fmt = "\t".join(f'{{{{.Label "{label}"}}}}' for label in (LABEL_PROJECT, LABEL_OWNER))
     rows: list[str] = []
     try:
         for kind, extra in (("container", ["--all"]), ("volume", [])):
@@ -710,9 +706,9 @@ def prune_stale(everything: bool = False) -> list[str]:
         return []
     gone: dict[str, bool] = {}  # project -> every owner of its containers and volumes is gone
     for row in rows:
-        project, pid, owner = (row.split("\t") + ["", ""])[:3]
+        project, _, owner = row.partition("\t")
         if project:
-            verdict = everything or owner_is_gone({LABEL_OWNER_PID: pid, LABEL_OWNER: owner}, here)
+            verdict = everything or owner_is_gone({LABEL_OWNER: owner}, here)
             gone[project] = gone.get(project, True) and verdict
     stale = {project for project, verdict in gone.items() if verdict}
     for project in sorted(stale):

@@ -412,15 +412,16 @@ def test_prune_judges_each_stack_by_its_owner(reused: Reused) -> None:
     namespace, _, started = owner_label().split("/")
     token = uuid.uuid4().hex[:6]
     fakes = {  # project -> (labels, removed?)
-        f"mailstack-fake-dead-{token}": ({"io.mailstack.ephemeral": "true", "io.mailstack.owner-pid": str(dead),
+        f"mailstack-fake-dead-{token}": ({"io.mailstack.ephemeral": "true",
                                           "io.mailstack.owner": owner_label(dead)}, True),
-        f"mailstack-fake-pid-reused-{token}": ({"io.mailstack.ephemeral": "true", "io.mailstack.owner-pid": str(dead),
+        f"mailstack-fake-live-{token}": ({"io.mailstack.ephemeral": "true", "io.mailstack.owner": owner_label()},
+                                         False),
+        f"mailstack-fake-pid-reused-{token}": ({"io.mailstack.ephemeral": "true",
                                                 "io.mailstack.owner": f"{namespace}/{me}/{started}1"}, bool(started)),
-        # owner-pid is live for older mailstack versions running meanwhile; the owner label is what counts
-        f"mailstack-fake-foreign-{token}": ({"io.mailstack.ephemeral": "true", "io.mailstack.owner-pid": me,
+        f"mailstack-fake-foreign-{token}": ({"io.mailstack.ephemeral": "true",
                                              "io.mailstack.owner": f"elsewhere:1:boot/{dead}/1"}, False),
-        f"mailstack-fake-old-live-{token}": ({"io.mailstack.ephemeral": "true", "io.mailstack.owner-pid": me}, False),
-        f"mailstack-fake-make-up-{token}": ({"io.mailstack.ephemeral": "false", "io.mailstack.owner-pid": "0"}, False),
+        f"mailstack-fake-ownerless-{token}": ({"io.mailstack.ephemeral": "true"}, True),
+        f"mailstack-fake-make-up-{token}": ({"io.mailstack.ephemeral": "false"}, False),
     }
     state_dirs = {f"mailstack-fake-dir-dead-{token}": (owner_label(dead), True),
                   f"mailstack-fake-dir-live-{token}": (owner_label(), False)}

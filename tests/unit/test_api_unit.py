@@ -19,7 +19,6 @@ from mailstack.pytest_plugin import stack_options
 from mailstack.settings import load_settings
 from mailstack.stack import (
     LABEL_OWNER,
-    LABEL_OWNER_PID,
     OWNER_FILE,
     ContainerInfo,
     owner_is_gone,
@@ -44,11 +43,7 @@ def _alive_only(*pids: int):
     ({LABEL_OWNER: "host-a:4026532999:boot-1/43/100"}, False),             # another pid namespace (a container)
     ({LABEL_OWNER: "host-a:4026531836:boot-0/42/100"}, True),              # this machine before a reboot
     ({LABEL_OWNER: "garbage"}, False),                                     # unreadable: leave it
-    ({LABEL_OWNER: f"{HERE}/43/100", LABEL_OWNER_PID: "42"}, True),        # the owner label wins over owner-pid
-    ({LABEL_OWNER_PID: "42"}, False),                                      # older mailstack: pid only
-    ({LABEL_OWNER_PID: "43"}, True),
-    ({LABEL_OWNER_PID: "0"}, True),                                        # disposable without an owner
-    ({}, True),
+    ({}, True),                                                            # disposable without an owner
 ])
 def test_owner_is_gone(labels: dict[str, str], gone: bool) -> None:
     assert owner_is_gone(labels, HERE, _alive_only(42)) is gone
@@ -112,14 +107,14 @@ def test_prune_removes_a_project_only_when_every_owner_is_gone(monkeypatch: pyte
     foreign = "elsewhere:1:boot/" + dead.split("/", 1)[1]
     removed = _docker_answers(
         monkeypatch,
-        containers=[f"dead\t0\t{dead}", f"mixed\t0\t{dead}", f"alive\t0\t{live}", f"foreign\t0\t{foreign}",
-                    f"\t0\t{dead}", f"old\t{_dead_pid()}\t"],
-        volumes=[f"dead\t0\t{dead}", f"mixed\t0\t{live}", f"volumes-only\t0\t{dead}"],
+        containers=[f"dead\t{dead}", f"mixed\t{dead}", f"alive\t{live}", f"foreign\t{foreign}",
+                    f"\t{dead}", "ownerless\t"],
+        volumes=[f"dead\t{dead}", f"mixed\t{live}", f"volumes-only\t{dead}"],
     )
-    assert prune_stale() == ["dead", "old", "volumes-only"]
-    assert removed == ["dead", "old", "volumes-only"]
+    assert prune_stale() == ["dead", "ownerless", "volumes-only"]
+    assert removed == ["dead", "ownerless", "volumes-only"]
     removed.clear()
-    assert prune_stale(everything=True) == ["alive", "dead", "foreign", "mixed", "old", "volumes-only"]
+    assert prune_stale(everything=True) == ["alive", "dead", "foreign", "mixed", "ownerless", "volumes-only"]
 
 
 def test_prune_removes_state_directories_of_dead_owners(monkeypatch: pytest.MonkeyPatch, temp_root: Path) -> None:
