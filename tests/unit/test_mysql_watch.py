@@ -13,7 +13,7 @@ import pytest
 WATCHER = Path(__file__).resolve().parents[2] / "images" / "postfix" / "mysql-watch.sh"
 
 
-def _reloads(tmp_path: Path, answers: list[str]) -> list[str]:
+def _reloads(tmp_path: Path, answers: list[str], sleeps: list[str] | None = None) -> list[str]:
     """Run the watcher over `answers` ("<start> <uptime>" or "down"); the reload reasons it logged."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -24,7 +24,7 @@ def _reloads(tmp_path: Path, answers: list[str]) -> list[str]:
         "postmap": 'a=$(head -n1 "$W/answers"); sed -i 1d "$W/answers"; [ "$a" = down ] && exit 1; echo "$a"',
         "postfix": 'echo "$1" >> "$W/postfix-calls"',
         # the loop ends when every answer has been given
-        "sleep": '[ -s "$W/answers" ]',
+        "sleep": 'echo "$1" >> "$W/sleeps"; [ -s "$W/answers" ]',
     }
     for name, body in stubs.items():
         stub = bin_dir / name
@@ -37,6 +37,8 @@ def _reloads(tmp_path: Path, answers: list[str]) -> list[str]:
     reasons = [line.split("MariaDB ", 1)[1].split(":", 1)[0] for line in done.stderr.splitlines()
                if line.startswith("mailstack-postfix: MariaDB")]
     assert calls == ["reload"] * len(reasons), (calls, done.stderr)
+    if sleeps is not None:
+        sleeps += (tmp_path / "sleeps").read_text().split()
     return reasons
 
 
@@ -54,3 +56,10 @@ def _reloads(tmp_path: Path, answers: list[str]) -> list[str]:
 def test_watcher_reloads_postfix_exactly_when_mariadb_came_back(tmp_path: Path, answers: list[str],
                                                                  expected: list[str]) -> None:
     assert _reloads(tmp_path, answers) == expected
+
+
+def test_watcher_probes_often_only_while_mariadb_is_away(tmp_path: Path) -> None:
+    sleeps: list[str] = []
+    _reloads(tmp_path, ["1000 5", "down", "down", "1009 1", "1009 3"], sleeps)
+    # the sleep before each probe, and the one after the last
+    assert sleeps == ["2", "2", "0.5", "0.5", "2", "2"]
