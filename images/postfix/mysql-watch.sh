@@ -26,7 +26,9 @@ reload() {
 
 while sleep "$interval"; do
   [[ -r "$probe" ]] || continue
-  answer=$(postmap -q uptime "mysql:$probe" 2>/dev/null) || answer=""
+  # Bounded: a server that accepts the connection and then stalls (shutting down, starting) must not
+  # hang the watcher, which would then never reload Postfix again.
+  answer=$(timeout "${MAILSTACK_MYSQL_WATCH_TIMEOUT:-5}" postmap -q uptime "mysql:$probe" 2>/dev/null) || answer=""
   if [[ ! "$answer" =~ ^([0-9]+)\ ([0-9]+)$ ]]; then
     last_state=down interval=$down_interval
     continue

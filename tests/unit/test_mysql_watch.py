@@ -1,6 +1,6 @@
 """images/postfix/mysql-watch.sh decides when to reload Postfix from a sequence of probe answers. The
-script runs for real under bash; only `postmap` (the probe), `postfix` (the reload) and `sleep` are
-stand-ins on PATH, replaying the answers MariaDB would give."""
+script runs for real under bash (with the real `timeout`); only `postmap` (the probe), `postfix` (the
+reload) and `sleep` are stand-ins on PATH, replaying the answers MariaDB would give."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ def _reloads(tmp_path: Path, answers: list[str], sleeps: list[str] | None = None
     (tmp_path / "answers").write_text("".join(f"{a}\n" for a in answers))
     (tmp_path / "probe.cf").write_text("hosts = mysql\n")
     stubs = {
-        # one answer per probe; "down" fails like postmap does when the server is unreachable
-        "postmap": 'a=$(head -n1 "$W/answers"); sed -i 1d "$W/answers"; [ "$a" = down ] && exit 1; echo "$a"',
+        # one answer per probe; "down" fails like postmap does when the server is unreachable; "hang"
+        # stalls like a server that accepted the connection and never answers
+        "postmap": 'a=$(head -n1 "$W/answers"); sed -i 1d "$W/answers"; [ "$a" = down ] && exit 1; '
+                   '[ "$a" = hang ] && exec /bin/sleep 60; echo "$a"',
         "postfix": 'echo "$1" >> "$W/postfix-calls"',
         # the loop ends when every answer has been given
         "sleep": 'echo "$1" >> "$W/sleeps"; [ -s "$W/answers" ]',
@@ -31,7 +33,7 @@ def _reloads(tmp_path: Path, answers: list[str], sleeps: list[str] | None = None
         stub.write_text(f"#!/bin/sh\n{body}\n")
         stub.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "W": str(tmp_path),
-           "MAILSTACK_MYSQL_WATCH_PROBE": str(tmp_path / "probe.cf")}
+           "MAILSTACK_MYSQL_WATCH_PROBE": str(tmp_path / "probe.cf"), "MAILSTACK_MYSQL_WATCH_TIMEOUT": "0.3"}
     done = subprocess.run(["bash", str(WATCHER)], env=env, capture_output=True, text=True, timeout=30, check=False)
     calls = (tmp_path / "postfix-calls").read_text().split() if (tmp_path / "postfix-calls").exists() else []
     reasons = [line.split("MariaDB ", 1)[1].split(":", 1)[0] for line in done.stderr.splitlines()
@@ -52,6 +54,7 @@ def _reloads(tmp_path: Path, answers: list[str], sleeps: list[str] | None = None
     # probe missed the outage, and the new one had been up 6 s when it was next asked
     pytest.param(["1000 3", "1005 6", "1005 7"], ["restarted"], id="restart-missed-new-uptime-larger"),
     pytest.param(["1000 5", "x y", "1000 7"], ["is back"], id="garbage-counts-as-down"),
+    pytest.param(["1000 5", "hang", "1000 9"], ["is back"], id="a-stalled-probe-counts-as-down"),
 ])
 def test_watcher_reloads_postfix_exactly_when_mariadb_came_back(tmp_path: Path, answers: list[str],
                                                                  expected: list[str]) -> None:
