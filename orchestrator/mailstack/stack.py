@@ -40,6 +40,9 @@ ENDPOINTS = {
     "pop3s": ("dovecot", 995),
 }
 HEALTHCHECK = ["/usr/local/bin/healthcheck.sh"]
+# Dovecot's check is an auth lookup through SQL: probed before MariaDB answers, it can only fail, and each
+# failure logs errors and lengthens Dovecot's SQL reconnect delay. Probed once MariaDB is ready.
+PROBE_AFTER = {"dovecot": "mysql"}
 LABEL_PROJECT = "io.mailstack.project"
 LABEL_EPHEMERAL = "io.mailstack.ephemeral"
 # Disposable stacks only (compose.ephemeral.yaml): "<namespace>/<pid>/<start time>", where the namespace names
@@ -497,15 +500,21 @@ class Stack:
         deadline = time.monotonic() + limit
         stop = threading.Event()
         containers = {service: self.container(service) for service in services}
+        ready = {service: threading.Event() for service in services}
 
         def wait_for(service: str) -> None:
             container = containers[service]
             last, next_state_check = "", time.monotonic() + 0.5
+            gate = PROBE_AFTER.get(service)
             while not stop.is_set():
-                ok, last = self.probe(service, container.id)
+                if gate in ready and not ready[gate].is_set():
+                    ok, last = False, f"waiting for {gate}"  # its probe would only fail (and log errors)
+                else:
+                    ok, last = self.probe(service, container.id)
                 if ok:
                     if report:
                         report(f"{service} ready")
+                    ready[service].set()
                     if then and service in then:
                         then[service]()
                     return

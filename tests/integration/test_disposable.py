@@ -33,6 +33,7 @@ from mailstack.api import MailStack, User
 from mailstack.errors import MailstackError
 from mailstack.stack import (
     OWNER_FILE,
+    SERVICES,
     Stack,
     owner_label,
     project_resources,
@@ -530,3 +531,17 @@ def test_plugin_reuse_option_uses_the_running_stack_and_leaves_it(reused: Reused
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"mailstack: stack '{reused.project}' left running" in result.stdout
     assert {service: info.id for service, info in reused.stack.snapshot().items()} == before
+
+
+def test_a_fresh_stack_logs_no_error_or_warning() -> None:
+    """Start-up and a first message leave clean logs: an error or warning that shows on every start
+    teaches users to ignore the ones that matter (e.g. a Dovecot probe racing MariaDB, settings below
+    MariaDB's minimums, a grant row naming the image's build host)."""
+    with MailStack() as stack:
+        user = stack.add_user()
+        message_id = stack.send(user, user.address, subject="clean logs")
+        stack.wait_for_message(user, message_id=message_id)
+        noisy = {service: [line for line in stack.stack.logs(service).splitlines()
+                           if re.search(r"error|warning|fatal|panic", line, re.IGNORECASE)]
+                 for service in SERVICES}
+    assert noisy == {service: [] for service in SERVICES}
