@@ -189,16 +189,12 @@ class MailStack:
                                            volumes_on_failure=not self.keep)
                 break
             except PortTaken:
-                if attempt == PORT_ATTEMPTS or not self._chosen_ports():
-                    raise
+                if attempt == PORT_ATTEMPTS or 0 not in self._requested_ports.values():
+                    raise  # out of attempts, or the ports were given: not ours to change
                 if self._owned:
                     stack.destroy()  # what was created, before trying other ports
         self.settings = stack.settings
         self._endpoints = stack.endpoints()
-
-    def _chosen_ports(self) -> bool:
-        """Whether this MailStack chooses (some of) its ports, i.e. may try others."""
-        return 0 in self._requested_ports.values()
 
     def _attach(self, stack: Stack, found: Mapping[str, Any], seed: SeedFile) -> None:
         """Use a running stack as it is: no compose call; only probes, the seed and a lookup of its ports."""
