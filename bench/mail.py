@@ -5,7 +5,7 @@ the IMAP IDLE notification of its arrival; p50/p95.
 Throughput: Postfix's smtp-source (inside the Postfix container) sends M messages of 1 KB over S
 sessions to port 25; delivered = files in the maildir; next to smtp-sink (accept and discard) as the
 upper bound. Prints figures; asserts nothing. Uses its own disposable stack.
-Usage: python bench/mail.py [--latency-messages 100] [--messages 3000] [--sessions 20]
+Usage: python bench/mail.py [--latency-messages 100] [--messages 3000] [--sessions 20] [--mailboxes 4] [--runs 3]
 """
 
 from __future__ import annotations
@@ -132,8 +132,8 @@ def container_cpu_seconds(container_id: str) -> float | None:
     return None
 
 
-def throughput(stack: MailStack, messages: int, sessions: int) -> dict[str, float]:
-    receivers = [stack.add_user() for _ in range(4)]
+def throughput(stack: MailStack, messages: int, sessions: int, mailboxes: int = 4) -> dict[str, float]:
+    receivers = [stack.add_user() for _ in range(mailboxes)]
     postfix = stack.stack.container("postfix").name
     names = {c.id: c.config.labels["com.docker.compose.service"] for c in stack.stack.containers()}
     results: dict[str, float] = {}
@@ -199,6 +199,9 @@ def main() -> None:
     parser.add_argument("--latency-messages", type=int, default=100)
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--mailboxes", type=int, default=4, help="receivers the messages are spread over")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="throughput runs (fresh mailboxes each); a shared machine varies by +-20 %% between runs")
     args = parser.parse_args()
     with MailStack(fast_retry=False) as stack:
         samples = latency(stack, args.latency_messages)
@@ -206,8 +209,22 @@ def main() -> None:
         p95 = ms[max(0, int(round(0.95 * len(ms))) - 1)]
         print(f"latency 587 -> IMAP over {len(ms)} messages: p50 {statistics.median(ms):.1f} ms, "
               f"p95 {p95:.1f} ms, max {ms[-1]:.1f} ms")
-        for label, value in throughput(stack, args.messages, args.sessions).items():
-            print(f"{label}: {value:.2f}" if "per message" in label else f"{label}: {value:.0f}")
+        runs = []
+        for number in range(1, args.runs + 1):
+            run = throughput(stack, args.messages, args.sessions, args.mailboxes)
+            runs.append(run)
+            print(f"run {number}: delivered {run['delivered msg/s (end to end)']:.0f} msg/s, "
+                  f"smtp-sink {run['smtp-sink msg/s']:.0f} msg/s, "
+                  f"{run.get('CPU ms per message, whole machine', 0):.2f} ms CPU per message", flush=True)
+    print(f"median of {len(runs)} runs ({args.messages} x 1 KB, {args.sessions} sessions, {args.mailboxes} mailboxes):")
+    for label in runs[0]:
+        values = sorted(run[label] for run in runs if label in run)
+        middle, spread = statistics.median(values), f" ({values[0]:.0f}-{values[-1]:.0f})" if len(values) > 1 else ""
+        if "per message" in label:
+            spread = f" ({values[0]:.2f}-{values[-1]:.2f})" if len(values) > 1 else ""
+            print(f"  {label}: {middle:.2f}{spread}")
+        else:
+            print(f"  {label}: {middle:.0f}{spread}")
     print(REFERENCE)
 
 
