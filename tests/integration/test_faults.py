@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -373,6 +374,30 @@ def test_whole_stack_down_and_up_keeps_mailboxes_queue_and_database(stack: MailS
     assert after == before
     assert result.acknowledged == result.sent == 6
     result.assert_nothing_lost()
+
+
+def test_postfix_stop_keeps_its_last_log_lines_and_exits_cleanly(stack: MailStack) -> None:
+    """Postfix logs through a batching pipe (images/postfix/log-batch.pl), behind a shell that stays PID 1:
+    a stop must still bring every line logged before it to `docker logs` (the kernel kills what is left
+    of a container when PID 1 exits), and end with exit code 0 as `postfix start-fg` did."""
+    container = stack.stack.container("postfix")
+    container.stop()
+    container.reload()
+    assert container.state.exit_code == 0, f"`docker stop`: exit code {container.state.exit_code}"
+    container.start()
+    stack.stack.wait_ready(["postfix"])
+    for attempt in range(3):
+        marker = f"last words {attempt} {uuid.uuid4().hex}"
+        before = _started_at(stack, "postfix")
+        # The first line ends log-batch's wait for input and starts its pause; the marker comes within the
+        # pause, the SIGTERM to PID 1 right after it (`docker stop` itself is too slow to hit the pause).
+        stack.stack.exec("postfix", ["bash", "-c", 'postlog -t mailstack-test first; '
+                                     f'postlog -t mailstack-test "{marker}"; kill -TERM 1'], check=False)
+        _wait_restarted(stack, "postfix", before)  # the restart policy starts it again
+        assert marker in stack.stack.logs("postfix"), f"{marker!r} lost:\n{stack.stack.logs('postfix', 10)}"
+    author, recipient = stack.add_user(), stack.add_user()
+    message_id = stack.send(author, recipient.address, subject="after the stops")
+    assert stack.wait_for_message(recipient, message_id=message_id)["Message-ID"] == message_id
 
 
 def test_endpoints_stay_the_same_when_services_restart(stack: MailStack) -> None:
