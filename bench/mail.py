@@ -199,7 +199,9 @@ def main() -> None:
     parser.add_argument("--latency-messages", type=int, default=100)
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--sessions", type=int, default=20)
-    parser.add_argument("--mailboxes", type=int, default=4, help="receivers the messages are spread over")
+    parser.add_argument("--mailboxes", type=int, default=4,
+                        help="receivers the messages are spread over (one smtp-source each, with "
+                             "sessions // mailboxes sessions, at least 1)")
     parser.add_argument("--runs", type=int, default=3,
                         help="throughput runs (fresh mailboxes each); a shared machine varies by +-20 %% between runs")
     args = parser.parse_args()
@@ -219,12 +221,9 @@ def main() -> None:
     print(f"median of {len(runs)} runs ({args.messages} x 1 KB, {args.sessions} sessions, {args.mailboxes} mailboxes):")
     for label in runs[0]:
         values = sorted(run[label] for run in runs if label in run)
-        middle, spread = statistics.median(values), f" ({values[0]:.0f}-{values[-1]:.0f})" if len(values) > 1 else ""
-        if "per message" in label:
-            spread = f" ({values[0]:.2f}-{values[-1]:.2f})" if len(values) > 1 else ""
-            print(f"  {label}: {middle:.2f}{spread}")
-        else:
-            print(f"  {label}: {middle:.0f}{spread}")
+        digits = 2 if "per message" in label else 0
+        spread = f" ({values[0]:.{digits}f}-{values[-1]:.{digits}f})" if len(values) > 1 else ""
+        print(f"  {label}: {statistics.median(values):.{digits}f}{spread}")
     print(REFERENCE)
 
 
