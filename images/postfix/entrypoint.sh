@@ -42,7 +42,10 @@ fi
 # of a container once PID 1 exits).
 exec {log}> >(exec /usr/local/bin/log-batch)
 batcher=$!
-if ! postfix check >&"$log" 2>&1; then  # queue directories, ownership, permissions: as start-fg checks them
+if ! postfix check >&"$log" 2>&1; then  # main.cf, queue directories, ownership, permissions: as start-fg
+  # Postfix tells why only to a terminal while its log service is not running: ask again with one.
+  script -qec "postfix check" /dev/null 2>&1 | tr -d '\r' >&"$log" || true
+  echo "mailstack-postfix: postfix check failed: Postfix cannot start with this configuration" >&"$log"
   exec {log}>&-
   wait "$batcher" || true  # the reason, written by postfix check, reaches `docker logs` before we exit
   exit 1

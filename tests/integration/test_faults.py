@@ -9,9 +9,11 @@ These tests break containers, so they run on their own stack (module-scoped), ne
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from helpers import (
@@ -398,6 +400,22 @@ def test_postfix_stop_keeps_its_last_log_lines_and_exits_cleanly(stack: MailStac
     author, recipient = stack.add_user(), stack.add_user()
     message_id = stack.send(author, recipient.address, subject="after the stops")
     assert stack.wait_for_message(recipient, message_id=message_id)["Message-ID"] == message_id
+
+
+def test_postfix_with_a_broken_main_cf_exits_and_says_why(stack: MailStack, tmp_path: Path) -> None:
+    """A production main.cf brought in to reproduce a bug may not suit Postfix 3.7. `postfix check` then
+    fails before Postfix's log service runs, and Postfix would tell why only to a terminal: the container
+    must not just exit 1 in silence."""
+    image = next(name for name in stack.stack.image_names() if name.startswith("mailstack-postfix:"))
+    main_cf = tmp_path / "main.cf"
+    main_cf.write_text((Path(__file__).parents[2] / "images/postfix/main.cf").read_text()
+                       + "default_process_limit = abc\n")
+    done = subprocess.run(["docker", "run", "--rm", "-v", f"{main_cf}:/etc/postfix/main.cf:ro", image],
+                          capture_output=True, text=True, timeout=120, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "bad numerical configuration: default_process_limit = abc" in output, output
+    assert "postfix check failed" in output, output
 
 
 def test_endpoints_stay_the_same_when_services_restart(stack: MailStack) -> None:
