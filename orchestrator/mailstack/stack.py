@@ -301,7 +301,10 @@ class Stack:
         self.docker.compose.stop([service])
 
     def start_service(self, service: str) -> None:
-        self.docker.compose.start([service])
+        """Start a stopped service's container; wait_ready tells when it serves. Not `compose start`: that
+        first waits until Docker's own health timer has seen the service's dependencies healthy (9–10 s
+        measured on a stack younger than Dovecot's 10 s healthcheck interval)."""
+        self._docker("container", "start", self.container(service).id)
 
     def restart_service(self, service: str) -> None:
         self.docker.compose.restart([service])

@@ -321,9 +321,7 @@ def test_postfix_killed_mid_burst_delivers_everything_it_acknowledged(stack: Mai
     acked_before_kill = {mid for mid, at in ledger.acknowledged.items() if at < killed}
     in_flight = [m.message_id for b in bursts for m in [*b.retry, *b.unknown]]
     stack.stack.start_service("dovecot")
-    # The container itself, as Docker's restart policy would: `compose start postfix` first waits for
-    # Dovecot's Docker health status, which only turns healthy at its next 10 s interval.
-    stack.stack.container("postfix").start()
+    stack.stack.start_service("postfix")
     stack.stack.wait_ready(["dovecot", "postfix"])
 
     result = settle(stack, ledger, [recipient])
