@@ -42,13 +42,17 @@ fi
 # of a container once PID 1 exits).
 exec {log}> >(exec /usr/local/bin/log-batch)
 batcher=$!
+# Exit once log-batch has written everything: it ends when the last writer has closed the pipe.
+exit_after_log() {
+  exec {log}>&-
+  wait "$batcher" || true
+  exit "$1"
+}
 if ! postfix check >&"$log" 2>&1; then  # main.cf, queue directories, ownership, permissions: as start-fg
   # Postfix tells why only to a terminal while its log service is not running: ask again with one.
   script -qec "postfix check" /dev/null 2>&1 | tr -d '\r' >&"$log" || true
   echo "mailstack-postfix: postfix check failed: Postfix cannot start with this configuration" >&"$log"
-  exec {log}>&-
-  wait "$batcher" || true  # the reason, written by postfix check, reaches `docker logs` before we exit
-  exit 1
+  exit_after_log 1
 fi
 postlog -t postfix/postfix-script -p info "starting the Postfix mail system" >&"$log" 2>&1
 master= stopping=
@@ -56,12 +60,10 @@ trap 'stopping=1; [[ -z "$master" ]] || kill -TERM "$master" 2>/dev/null || true
 trap '[[ -z "$master" ]] || kill -HUP "$master" 2>/dev/null || true' HUP
 /usr/lib/postfix/sbin/master -s >&"$log" 2>&1 &
 master=$!
-exec {log}>&-
 [[ -z "$stopping" ]] || kill -TERM "$master" 2>/dev/null || true  # asked to stop while starting
 
 status=0
 until wait "$master"; status=$?; ! kill -0 "$master" 2>/dev/null; do :; done
-wait "$batcher" || true
 # Postfix's master ends a requested stop by killing itself with the same signal: that is a clean stop
 [[ -n "$stopping" && "$status" -gt 128 ]] && status=0
-exit "$status"
+exit_after_log "$status"

@@ -380,11 +380,11 @@ def test_postfix_stop_keeps_its_last_log_lines_and_exits_cleanly(stack: MailStac
     """Postfix logs through a batching pipe (images/postfix/log-batch.pl), behind a shell that stays PID 1:
     a stop must still bring every line logged before it to `docker logs` (the kernel kills what is left
     of a container when PID 1 exits), and end with exit code 0 as `postfix start-fg` did."""
+    stack.stack.stop_service("postfix")
     container = stack.stack.container("postfix")
-    container.stop()
     container.reload()
-    assert container.state.exit_code == 0, f"`docker stop`: exit code {container.state.exit_code}"
-    container.start()
+    assert container.state.exit_code == 0, f"stop: exit code {container.state.exit_code}"
+    stack.stack.start_service("postfix")
     stack.stack.wait_ready(["postfix"])
     for attempt in range(3):
         marker = f"last words {attempt} {uuid.uuid4().hex}"
