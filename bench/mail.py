@@ -4,13 +4,16 @@ Latency: N messages through 587 (STARTTLS + AUTH, one session), each timed from 
 the IMAP IDLE notification of its arrival; p50/p95.
 Throughput: Postfix's smtp-source (inside the Postfix container) sends M messages of 1 KB over S
 sessions to port 25; delivered = files in the maildir; next to smtp-sink (accept and discard) as the
-upper bound. Prints figures; asserts nothing. Uses its own disposable stack.
-Usage: python bench/mail.py [--latency-messages 100] [--messages 3000] [--sessions 20] [--mailboxes 4] [--runs 3]
+upper bound. Prints figures; asserts nothing. Uses its own disposable stacks: by default two, one with
+Postfix's queue on its volume (every stack's default) and one with it on tmpfs (queue_in_memory).
+Usage: python bench/mail.py [--latency-messages 100] [--messages 3000] [--sessions 20] [--mailboxes 4]
+                            [--runs 3] [--queue disk|memory|both]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import email.message
 import os
 import smtplib
@@ -194,6 +197,9 @@ def throughput(stack: MailStack, messages: int, sessions: int, mailboxes: int = 
     return results
 
 
+QUEUES = {"disk": {}, "memory": {"queue_in_memory": True}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--latency-messages", type=int, default=100)
@@ -204,26 +210,34 @@ def main() -> None:
                              "sessions // mailboxes sessions, at least 1)")
     parser.add_argument("--runs", type=int, default=3,
                         help="throughput runs (fresh mailboxes each); a shared machine varies by +-20 %% between runs")
+    parser.add_argument("--queue", choices=[*QUEUES, "both"], default="both",
+                        help="Postfix's queue on its volume (disk, the default of every stack), on tmpfs "
+                             "(memory: queue_in_memory), or both side by side, runs interleaved")
     args = parser.parse_args()
-    with MailStack(fast_retry=False) as stack:
-        samples = latency(stack, args.latency_messages)
+    queues = list(QUEUES) if args.queue == "both" else [args.queue]
+    with contextlib.ExitStack() as stacks:
+        started = {queue: stacks.enter_context(MailStack(fast_retry=False, **QUEUES[queue])) for queue in queues}
+        samples = latency(started[queues[0]], args.latency_messages)
         ms = sorted(s * 1000 for s in samples)
         p95 = ms[max(0, int(round(0.95 * len(ms))) - 1)]
-        print(f"latency 587 -> IMAP over {len(ms)} messages: p50 {statistics.median(ms):.1f} ms, "
+        print(f"latency 587 -> IMAP over {len(ms)} messages ({queues[0]} queue): p50 {statistics.median(ms):.1f} ms, "
               f"p95 {p95:.1f} ms, max {ms[-1]:.1f} ms")
-        runs = []
+        runs: dict[str, list[dict[str, float]]] = {queue: [] for queue in queues}
         for number in range(1, args.runs + 1):
-            run = throughput(stack, args.messages, args.sessions, args.mailboxes)
-            runs.append(run)
-            print(f"run {number}: delivered {run['delivered msg/s (end to end)']:.0f} msg/s, "
-                  f"smtp-sink {run['smtp-sink msg/s']:.0f} msg/s, "
-                  f"{run.get('CPU ms per message, whole machine', 0):.2f} ms CPU per message", flush=True)
-    print(f"median of {len(runs)} runs ({args.messages} x 1 KB, {args.sessions} sessions, {args.mailboxes} mailboxes):")
-    for label in runs[0]:
-        values = sorted(run[label] for run in runs if label in run)
-        digits = 2 if "per message" in label else 0
-        spread = f" ({values[0]:.{digits}f}-{values[-1]:.{digits}f})" if len(values) > 1 else ""
-        print(f"  {label}: {statistics.median(values):.{digits}f}{spread}")
+            for queue, stack in started.items():  # interleaved: the machine's mood affects both alike
+                run = throughput(stack, args.messages, args.sessions, args.mailboxes)
+                runs[queue].append(run)
+                print(f"run {number}, {queue} queue: delivered {run['delivered msg/s (end to end)']:.0f} msg/s, "
+                      f"smtp-sink {run['smtp-sink msg/s']:.0f} msg/s, "
+                      f"{run.get('CPU ms per message, whole machine', 0):.2f} ms CPU per message", flush=True)
+    for queue, results in runs.items():
+        print(f"{queue} queue, median of {len(results)} runs ({args.messages} x 1 KB, {args.sessions} sessions, "
+              f"{args.mailboxes} mailboxes):")
+        for label in results[0]:
+            values = sorted(run[label] for run in results if label in run)
+            digits = 2 if "per message" in label else 0
+            spread = f" ({values[0]:.{digits}f}-{values[-1]:.{digits}f})" if len(values) > 1 else ""
+            print(f"  {label}: {statistics.median(values):.{digits}f}{spread}")
     print(REFERENCE)
 
 

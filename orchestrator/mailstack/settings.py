@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     schema_flavour: Literal["default"] = "default"
     mail_fsync: Literal["optimized", "always", "never"] = Field(
         "optimized", description="Dovecot's fsync after delivery; test stacks use never")
+    queue_in_memory: bool = Field(
+        False, description="Postfix's queue on tmpfs (load tests): faster, lost when Postfix stops")
     fast_retry: bool = Field(False, description="short Postfix queue/backoff timings, for fault tests")
     wait_timeout: float = Field(90.0, gt=0)
     ephemeral: bool = Field(False, description="a disposable stack (tests): labelled for pruning")

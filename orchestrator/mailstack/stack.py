@@ -177,6 +177,8 @@ class Stack:
             compose_files.append(self.files / "compose.db-port.yaml")
         if settings.ephemeral:
             compose_files.append(self.files / "compose.ephemeral.yaml")
+        if settings.queue_in_memory:
+            compose_files.append(self.files / "compose.queue-in-memory.yaml")
         # Compose interpolates from the shell first: pass our resolved values explicitly, so a stray
         # MAILSTACK_* in the caller's environment never overrides what these settings decided.
         self.docker = DockerClient(

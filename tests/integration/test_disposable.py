@@ -545,3 +545,24 @@ def test_a_fresh_stack_logs_no_error_or_warning() -> None:
                            if re.search(r"error|warning|fatal|panic", line, re.IGNORECASE)]
                  for service in SERVICES}
     assert noisy == {service: [] for service in SERVICES}
+
+
+def _spool_filesystem(stack: MailStack) -> str:
+    mounts = stack.stack.exec("postfix", ["cat", "/proc/mounts"]).stdout.decode().splitlines()
+    return next(line.split()[2] for line in mounts if line.split()[1] == "/var/spool/postfix")
+
+
+def test_queue_in_memory_puts_postfix_spool_on_tmpfs_and_mail_flows(mailstack: MailStack) -> None:
+    """queue_in_memory (load tests): Postfix's spool on tmpfs, rebuilt at each start. The chroot's etc/,
+    the queue directories and their modes all come from the Postfix container's start: mail has to flow
+    through all of them, and the logs stay clean."""
+    assert _spool_filesystem(mailstack) != "tmpfs"  # every stack's default: the `queue` volume
+    with MailStack(queue_in_memory=True) as stack:
+        assert _spool_filesystem(stack) == "tmpfs"
+        assert stack.stack.exec("postfix", ["postfix", "check"]).stdout == b""
+        author, recipient = stack.add_user(), stack.add_user()
+        message_id = stack.send(author, recipient.address, subject="through a queue in memory")
+        assert stack.wait_for_message(recipient, message_id=message_id)["Message-ID"] == message_id
+        noisy = [line for line in stack.stack.logs("postfix").splitlines()
+                 if re.search(r"error|warning|fatal|panic", line, re.IGNORECASE)]
+    assert noisy == []

@@ -1,0 +1,45 @@
+"""The compose files the orchestrator layers for a stack's settings, and that the overrides agree with
+compose.yaml where they have to repeat it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mailstack.settings import load_settings, stack_files_dir
+from mailstack.stack import Stack
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """compose's YAML tags (`!override`, `!reset`) read as plain values."""
+
+
+_ComposeLoader.add_constructor("!override", lambda loader, node: loader.construct_sequence(node))
+_ComposeLoader.add_constructor("!reset", lambda loader, node: None)
+
+
+def _load(name: str) -> dict[str, Any]:
+    return yaml.load((stack_files_dir() / name).read_text(), Loader=_ComposeLoader)  # noqa: S506 (safe loader)
+
+
+def _files(**settings: Any) -> list[str]:
+    stack = Stack(load_settings(project="compose-files", **settings))
+    return [Path(path).name for path in stack.docker.client_config.compose_files]
+
+
+def test_the_memory_queue_override_is_layered_only_when_asked_for() -> None:
+    assert _files() == ["compose.yaml"]
+    assert _files(queue_in_memory=True) == ["compose.yaml", "compose.queue-in-memory.yaml"]
+    assert _files(queue_in_memory=True, ephemeral=True) == [
+        "compose.yaml", "compose.ephemeral.yaml", "compose.queue-in-memory.yaml"]
+
+
+def test_the_memory_queue_override_keeps_every_postfix_mount_but_the_queue_volume() -> None:
+    """It has to list Postfix's volumes again (compose can only replace a list): a mount added to
+    compose.yaml later must be added there too, or a memory-queue stack would lose it."""
+    base = _load("compose.yaml")["services"]["postfix"]["volumes"]
+    memory = _load("compose.queue-in-memory.yaml")["services"]["postfix"]
+    assert [mount for mount in base if not mount.startswith("queue:")] == memory["volumes"]
+    assert len(base) == len(memory["volumes"]) + 1
+    assert [entry.split(":")[0] for entry in memory["tmpfs"]] == ["/var/spool/postfix"]
