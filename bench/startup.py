@@ -1,4 +1,4 @@
-"""Startup figures for issue 2 (and 5): cold build, first up, warm up, idle RAM, image sizes.
+"""Startup figures for issue 2 (and 5): cold build, first up, warm up, idle RAM and CPU, image sizes.
 
 Prints a table; asserts nothing. Uses its own project name and random ports, so a `make up` stack
 can keep running. Usage: python bench/startup.py [--skip-cold-build] [--runs N]
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from mail import container_cpu_seconds  # bench/mail.py, beside this script
 from mailstack.api import bring_up
 from mailstack.settings import load_settings
 from mailstack.stack import SERVICES, Stack
@@ -50,6 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-cold-build", action="store_true", help="do not rebuild images without cache")
     parser.add_argument("--runs", type=int, default=3, help="repetitions of first/warm up")
+    parser.add_argument("--idle-seconds", type=float, default=60,
+                        help="how long to sample an idle stack's CPU (Docker's health checks run every 30 s)")
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="mailstack-bench-"))
@@ -87,6 +91,7 @@ def main() -> None:
             service = next(v for k, v in names.items() if k.startswith(entry["ID"]) or entry["ID"].startswith(k[:12]))
             rows.append((f"idle RAM {service}", f"{used:.1f} MiB"))
         rows.append(("idle RAM, whole stack", f"{total:.1f} MiB"))
+        rows.append((f"idle CPU over {args.idle_seconds:.0f} s, whole stack", idle_cpu(names, args.idle_seconds)))
     finally:
         stack.down(volumes=True)
 
@@ -112,6 +117,37 @@ def main() -> None:
     print("\nreference (naive prototype, issue 2):")
     for label, value in REFERENCE.items():
         print(f"  {label}: {value}")
+
+
+ENGINE = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2")
+
+
+def engine_cpu_seconds() -> dict[int, float]:
+    """CPU time per Docker engine process, with its reaped children's (runc, one per exec)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, fields = stat.read_text().split(" (", 1)[1].rsplit(") ", 1)
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if name in ENGINE:  # utime stime cutime cstime
+            found[int(stat.parent.name)] = sum(int(value) for value in fields.split()[11:15]) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
+def idle_cpu(names: dict[str, str], seconds: float) -> str:
+    """CPU an idle stack takes: its containers (cgroup accounting) plus Docker's engine (the health checks'
+    execs are mostly engine work), as a percentage of one core."""
+    before = {cid: container_cpu_seconds(cid) for cid in names}
+    engine_before = engine_cpu_seconds()
+    time.sleep(seconds)  # the measurement window itself
+    engine_after = engine_cpu_seconds()  # processes present at both ends (a shim may have ended meanwhile)
+    engine = sum(engine_after[pid] - used for pid, used in engine_before.items() if pid in engine_after)
+    if any(value is None for value in before.values()):
+        return f"containers unreadable here; engine {engine * 100 / seconds:.2f} % of a core"
+    containers = sum((container_cpu_seconds(cid) or 0.0) - (before[cid] or 0.0) for cid in names)
+    return (f"{(containers + engine) * 100 / seconds:.2f} % of a core (containers {containers * 100 / seconds:.2f}, "
+            f"Docker engine {engine * 100 / seconds:.2f})")
 
 
 def _spread(values: list[float]) -> str:

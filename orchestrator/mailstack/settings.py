@@ -51,6 +51,8 @@ class Settings(BaseSettings):
         False, description="Postfix's queue on tmpfs (load tests): faster, lost when Postfix stops")
     fast_retry: bool = Field(False, description="short Postfix queue/backoff timings, for fault tests")
     wait_timeout: float = Field(90.0, gt=0)
+    health_interval: int = Field(
+        30, ge=1, le=3600, description="seconds between Docker's own health checks (each ~50 ms of CPU)")
     ephemeral: bool = Field(False, description="a disposable stack (tests): labelled for pruning")
 
     @field_validator("project")

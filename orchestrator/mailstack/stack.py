@@ -201,6 +201,7 @@ class Stack:
             "MAILSTACK_FAST_RETRY": "1" if s.fast_retry else "0",
             "MAILSTACK_MAIL_FSYNC": s.mail_fsync,
             "MAILSTACK_EPHEMERAL": "true" if s.ephemeral else "false",
+            "MAILSTACK_HEALTH_INTERVAL": f"{s.health_interval}s",
         }
         if s.ephemeral:
             env["MAILSTACK_OWNER"] = owner_label()
@@ -438,7 +439,11 @@ class Stack:
         found = self.snapshot()
         for name, info in found.items():
             if name in services:
-                services[name] = {"state": info.status, "health": info.health}
+                health = info.health
+                if health == "starting" and info.running and self.probe(name, info.id)[0]:
+                    # Docker has not run its first check yet (every health_interval seconds): ask now
+                    health = "healthy"
+                services[name] = {"state": info.status, "health": health}
         try:
             endpoints: dict[str, str | None] = self.endpoints(found).as_dict()
         except StackNotRunning:
