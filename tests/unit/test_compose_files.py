@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from mailstack.api import MailStack
 from mailstack.settings import load_settings, stack_files_dir
 from mailstack.stack import Stack
 
@@ -43,3 +45,11 @@ def test_the_memory_queue_override_keeps_every_postfix_mount_but_the_queue_volum
     assert [mount for mount in base if not mount.startswith("queue:")] == memory["volumes"]
     assert len(base) == len(memory["volumes"]) + 1
     assert [entry.split(":")[0] for entry in memory["tmpfs"]] == ["/var/spool/postfix"]
+
+
+def test_test_stacks_take_the_memory_queue_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pytest plugin's stacks have no option of their own for it: MAILSTACK_QUEUE_IN_MEMORY reaches them."""
+    assert MailStack().settings.queue_in_memory is False
+    monkeypatch.setenv("MAILSTACK_QUEUE_IN_MEMORY", "1")
+    assert MailStack().settings.queue_in_memory is True
+    assert MailStack(queue_in_memory=False).settings.queue_in_memory is False
