@@ -158,7 +158,7 @@ def throughput(stack: MailStack, messages: int, sessions: int, mailboxes: int = 
 
     # end to end: smtp-source -> smtpd -> cleanup -> qmgr -> lmtp -> Dovecot -> maildir
     per_receiver = messages // len(receivers)
-    ids = {c.config.labels["com.docker.compose.service"]: c.id for c in stack.stack.containers()}
+    ids = {service: container_id for container_id, service in names.items()}
     cpu_before = {service: container_cpu_seconds(cid) for service, cid in ids.items()}
     machine_before = machine_busy_seconds()
     stop, peaks = threading.Event(), {}

@@ -305,8 +305,8 @@ class Stack:
 
     def start_service(self, service: str) -> None:
         """Start a stopped service's container; wait_ready tells when it serves. Not `compose start`: that
-        first waits until Docker's own health timer has seen the service's dependencies healthy (9–10 s
-        measured on a stack younger than Dovecot's 10 s healthcheck interval)."""
+        first waits until Docker's own health timer has seen the service's dependencies healthy: on a stack
+        younger than one health interval (health_interval) that took up to an interval (9–10 s measured at 10 s)."""
         self._docker("container", "start", self.container(service).id)
 
     def restart_service(self, service: str) -> None:

@@ -541,10 +541,13 @@ def test_a_fresh_stack_logs_no_error_or_warning() -> None:
         user = stack.add_user()
         message_id = stack.send(user, user.address, subject="clean logs")
         stack.wait_for_message(user, message_id=message_id)
-        noisy = {service: [line for line in stack.stack.logs(service).splitlines()
-                           if re.search(r"error|warning|fatal|panic", line, re.IGNORECASE)]
-                 for service in SERVICES}
+        noisy = {service: _noisy_lines(stack, service) for service in SERVICES}
     assert noisy == {service: [] for service in SERVICES}
+
+
+def _noisy_lines(stack: MailStack, service: str) -> list[str]:
+    return [line for line in stack.stack.logs(service).splitlines()
+            if re.search(r"error|warning|fatal|panic", line, re.IGNORECASE)]
 
 
 def _spool_filesystem(stack: MailStack) -> str:
@@ -563,6 +566,5 @@ def test_queue_in_memory_puts_postfix_spool_on_tmpfs_and_mail_flows(mailstack: M
         author, recipient = stack.add_user(), stack.add_user()
         message_id = stack.send(author, recipient.address, subject="through a queue in memory")
         assert stack.wait_for_message(recipient, message_id=message_id)["Message-ID"] == message_id
-        noisy = [line for line in stack.stack.logs("postfix").splitlines()
-                 if re.search(r"error|warning|fatal|panic", line, re.IGNORECASE)]
+        noisy = _noisy_lines(stack, "postfix")
     assert noisy == []

@@ -49,6 +49,7 @@ def test_the_memory_queue_override_keeps_every_postfix_mount_but_the_queue_volum
 
 def test_test_stacks_take_the_memory_queue_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The pytest plugin's stacks have no option of their own for it: MAILSTACK_QUEUE_IN_MEMORY reaches them."""
+    monkeypatch.delenv("MAILSTACK_QUEUE_IN_MEMORY", raising=False)
     assert MailStack().settings.queue_in_memory is False
     monkeypatch.setenv("MAILSTACK_QUEUE_IN_MEMORY", "1")
     assert MailStack().settings.queue_in_memory is True
