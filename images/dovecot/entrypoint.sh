@@ -15,6 +15,18 @@ case "$fsync" in
   optimized|always|never) printf 'mail_fsync = %s\n' "$fsync" > /etc/dovecot/local.conf ;;
   *) echo "mailstack-dovecot: MAILSTACK_MAIL_FSYNC must be optimized, always or never" >&2; exit 1 ;;
 esac
+# Disposable stacks answer a failed login at once: no failure delay, and with it no per-address penalty
+# (Dovecot updates the penalty only for delayed failures). `make up` keeps production's 2 s and penalty.
+if [[ "${MAILSTACK_FAST_REFUSALS:-0}" == 1 ]]; then
+  echo 'auth_failure_delay = 0' >> /etc/dovecot/local.conf
+fi
+
+# Settings the orchestrator rendered for this stack (a production server's), included last.
+if [[ -r /run/mailstack/dovecot/overrides.conf ]]; then
+  install -o root -g root -m 0644 /run/mailstack/dovecot/overrides.conf /etc/dovecot/mailstack-overrides.conf
+else
+  rm -f /etc/dovecot/mailstack-overrides.conf
+fi
 
 # Sockets left by a stopped Dovecot survive in the shared volume: remove them, Dovecot makes new ones.
 rm -f /var/spool/postfix/private/auth /var/spool/postfix/private/dovecot-lmtp

@@ -13,11 +13,46 @@ else
   log "no SQL maps in /run/mailstack/postfix: is the state directory mounted?"
 fi
 
-# myhostname is Postfix's default: the container's hostname (compose sets it to MAILSTACK_HOSTNAME).
+# The image's main.cf and master.cf, then this start's settings over them (a restarted container starts
+# from the same files). myhostname is Postfix's default: the container's hostname (compose sets it).
+install -m 0644 /usr/share/mailstack/postfix/main.cf /usr/share/mailstack/postfix/master.cf /etc/postfix/
+settle+=(/etc/postfix/main.cf /etc/postfix/master.cf)
 if [[ "${MAILSTACK_FAST_RETRY:-0}" == 1 ]]; then
   # Tests: retry deferred mail within seconds instead of Postfix's minutes.
   postconf -e queue_run_delay=1s minimal_backoff_time=1s maximal_backoff_time=4s
-  settle+=(/etc/postfix/main.cf)
+fi
+if [[ "${MAILSTACK_FAST_REFUSALS:-0}" == 1 ]]; then
+  # Disposable stacks: a refused command is answered at once (Dovecot's side: auth_failure_delay = 0).
+  postconf -e smtpd_error_sleep_time=0
+fi
+
+# Every client on the host reaches the published ports from the Docker bridge gateway (Docker's proxy
+# connects from there), so anvil's per-client limits would be one limit shared by all of them: 30 AUTH
+# commands a minute for every script and test suite on the machine together. The gateway is exempt;
+# clients with an address of their own (containers on the stack's network, remote hosts reaching a port
+# published on a public address) keep the limits. Failed logins stay slowed down by Dovecot's penalty.
+gateway_hex=$(awk '$2 == "00000000" { print $3; exit }' /proc/net/route)
+if [[ "$gateway_hex" =~ ^[0-9A-Fa-f]{8}$ ]]; then
+  gateway=$(printf '%d.%d.%d.%d' "0x${gateway_hex:6:2}" "0x${gateway_hex:4:2}" "0x${gateway_hex:2:2}" "0x${gateway_hex:0:2}")
+  postconf -e "smtpd_client_event_limit_exceptions=\$mynetworks ${gateway}"
+else
+  log "no default route: anvil limits apply to every client"
+fi
+
+# Settings the orchestrator rendered for this stack (a schema flavour's lookup tables, a production
+# server's settings): one postconf call per line, "FLAG<TAB>ARGUMENT", applied in order.
+overrides=/run/mailstack/postfix/postconf.overrides
+if [[ -r "$overrides" ]]; then
+  line=0
+  while IFS=$'\t' read -r flag argument || [[ -n "$flag" ]]; do
+    line=$((line + 1))
+    case "$flag" in
+      ''|'#'*) ;;
+      -e|-X|-M|-MX|-P|-PX)
+        postconf "$flag" "$argument" || { log "$overrides:$line: postconf $flag refused '$argument'"; exit 1; } ;;
+      *) log "$overrides:$line: unknown flag '$flag'"; exit 1 ;;
+    esac
+  done < "$overrides"
 fi
 
 # Postfix re-reads a config file modified within the last second, "pausing to let it settle" for a

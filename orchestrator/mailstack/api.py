@@ -127,7 +127,7 @@ class MailStack:
         self._explicit_state_dir = settings.get("state_dir") is not None
         defaults: dict[str, Any] = {
             "project": name, "state_dir": stacks_dir() / name, "ephemeral": not keep and not reuse,
-            "hash_cost": "fast", "fast_retry": True, "mail_fsync": "never",
+            "hash_cost": "fast", "fast_retry": True, "fast_refusals": True, "mail_fsync": "never",
             **{f"{port}_port": 0 for port in ("smtp", "submission", "smtps", "imaps", "pop3s")},
         }
         self.settings = load_settings(**{**defaults, **settings})

@@ -184,8 +184,10 @@ def _cf(password: str, query: str) -> str:
     )
 
 
-def render_configs(config_dir: Path, schema: Flavour, mail_password: str, password_scheme: str) -> None:
-    """Write the Postfix map files and Dovecot's SQL config the containers install at start."""
+def render_configs(config_dir: Path, schema: Flavour, mail_password: str, password_scheme: str,
+                   postconf_commands: Iterable[tuple[str, str]] = ()) -> None:
+    """Write the Postfix map files, the postconf overrides and Dovecot's SQL config the containers install
+    at start."""
     postfix_dir = config_dir / "postfix"
     postfix_dir.mkdir(parents=True, exist_ok=True)
     maps = {**schema.postfix_maps, "server_uptime": SERVER_UPTIME_QUERY}
@@ -201,5 +203,8 @@ def render_configs(config_dir: Path, schema: Flavour, mail_password: str, passwo
         f"iterate_query = {schema.iterate_query}\n"
     )
     write_private(config_dir / "dovecot" / "dovecot-sql.conf.ext", dovecot.encode())
+    overrides = "# rendered by mailstack: postconf calls applied over the image's main.cf/master.cf, FLAG<TAB>ARG\n"
+    overrides += "".join(f"{flag}\t{argument}\n" for flag, argument in postconf_commands)
+    write_private(postfix_dir / "postconf.overrides", overrides.encode())
     ddl = "".join(f"{statement};\n" for statement in schema.ddl)
     write_private(config_dir / "mysql" / "schema.sql", ddl.encode())

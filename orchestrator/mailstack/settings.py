@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     queue_in_memory: bool = Field(
         False, description="Postfix's queue on tmpfs (load tests): faster, lost when Postfix stops")
     fast_retry: bool = Field(False, description="short Postfix queue/backoff timings, for fault tests")
+    fast_refusals: bool = Field(
+        False, description="answer failed logins at once (no auth delay or penalty): disposable test stacks")
     wait_timeout: float = Field(90.0, gt=0)
     health_interval: int = Field(
         30, ge=1, le=3600, description="seconds between Docker's own health checks (each ~50 ms of CPU)")

@@ -46,11 +46,6 @@ def stack() -> Iterator[MailStack]:
     # MailStack chooses its ports when it creates the containers (not Docker at each start): these tests
     # start containers again while clients hold on to the endpoints.
     with MailStack() as s:
-        # Every client of a test reaches Postfix from the Docker gateway's address, so the per-client AUTH
-        # limit (30 a minute, tested in test_security) would count the whole module's retries as one
-        # client's and refuse them with 450. Lifted here only, in this stack's container.
-        s.stack.exec("postfix", ["postconf", "-e", "smtpd_client_auth_rate_limit=0"])
-        s.stack.exec("postfix", ["postfix", "reload"])
         yield s
 
 
