@@ -15,10 +15,19 @@ case "$fsync" in
   optimized|always|never) printf 'mail_fsync = %s\n' "$fsync" > /etc/dovecot/local.conf ;;
   *) echo "mailstack-dovecot: MAILSTACK_MAIL_FSYNC must be optimized, always or never" >&2; exit 1 ;;
 esac
-# Disposable stacks answer a failed login at once: no failure delay, and with it no per-address penalty
-# (Dovecot updates the penalty only for delayed failures). `make up` keeps production's 2 s and penalty.
+# Disposable stacks answer a failed login within Dovecot's failure timer (0.5 s): no failure delay and
+# no per-address penalty. Dovecot 2.3.19 has no setting for the penalty, and keeps it even with a delay of
+# 0; the auth process leaves it off when it cannot connect to anvil's penalty socket (mode 0: nobody may).
+# `make up` keeps production's 2 s delay and the penalty (up to 15 s per attempt after failures).
 if [[ "${MAILSTACK_FAST_REFUSALS:-0}" == 1 ]]; then
-  echo 'auth_failure_delay = 0' >> /etc/dovecot/local.conf
+  cat >> /etc/dovecot/local.conf <<'CONF'
+auth_failure_delay = 0
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+CONF
 fi
 
 # Settings the orchestrator rendered for this stack (a production server's), included last.

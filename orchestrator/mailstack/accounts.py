@@ -125,7 +125,8 @@ class Accounts:
             if domain is not None and domain_of(address) != domain:
                 continue
             parts = passwords.split_scheme(stored)
-            found.append(UserInfo(address, domain_of(address), parts[0] if parts else "unknown"))
+            scheme = parts[0] if parts else f"{passwords.crypt_scheme(stored) or 'unknown'} (unprefixed)"
+            found.append(UserInfo(address, domain_of(address), scheme))
         return found
 
     def user_exists(self, address: str) -> bool:

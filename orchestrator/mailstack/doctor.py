@@ -20,7 +20,7 @@ import pymysql.err
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mailstack import certs, chroot, schema
+from mailstack import certs, chroot, passwords, schema
 from mailstack.db import Database
 from mailstack.errors import MailstackError, StackNotRunning, tail
 from mailstack.schema import domain_of
@@ -87,6 +87,7 @@ class Subjects:
     user_in_db: bool = False
     domain_in_db: bool = False
     counts: tuple[int, int, int] | None = None  # domains, users, aliases
+    hashes: dict[str, str] | None = None  # address -> stored password hash
     error: str | None = None  # why the database could not be read as admin
 
 
@@ -194,18 +195,19 @@ def find_subjects(stack: Stack, user: str | None = None) -> Subjects:
         try:
             with connection.cursor() as cursor:
                 store = schema.Store(cursor, database.schema)
-                domains, users, aliases = store.domains(), list(store.users()), store.aliases()
+                domains, hashes, aliases = store.domains(), store.users(), store.aliases()
         finally:
             connection.close()
     except (MailstackError, pymysql.err.MySQLError) as exc:
         message = exc.message if isinstance(exc, MailstackError) else str(exc)
         return Subjects(domain=domain_of(user) if user else None, user=user, error=message)
+    users = list(hashes)
     chosen = user or (users[0] if users else None)
     domain = domain_of(chosen) if chosen else (domains[0] if domains else None)
     alias = next((source for source in aliases if domain and domain_of(source) == domain), next(iter(aliases), None))
     return Subjects(domain=domain, user=chosen, alias=alias, user_in_db=chosen in users,
                     domain_in_db=domain in domains,
-                    counts=(len(domains), len(users), sum(len(d) for d in aliases.values())))
+                    counts=(len(domains), len(users), sum(len(d) for d in aliases.values())), hashes=hashes)
 
 
 def check_database(subjects: Subjects) -> Result:
@@ -302,6 +304,43 @@ def check_dovecot_user(stack: Stack, subjects: Subjects) -> Result:
         return fail(label, f"no user {subjects.user}", f"`mailstack user add {subjects.user}`")
     return fail(label, f"doveadm user {subjects.user} exited with {run.returncode}: {said}",
                 "Dovecot's auth cannot query MariaDB: `mailstack logs dovecot`")
+
+
+def default_pass_scheme(sql_conf: str) -> str:
+    """dovecot-sql.conf.ext's default_pass_scheme (Dovecot's own default when absent: MD5, i.e. MD5-CRYPT)."""
+    for line in sql_conf.splitlines():
+        name, equals, value = line.partition("=")
+        if equals and name.strip() == "default_pass_scheme":
+            scheme = value.strip().upper()
+            return "MD5-CRYPT" if scheme == "MD5" else scheme
+    return "MD5-CRYPT"
+
+
+def hash_problems(hashes: dict[str, str], scheme: str) -> list[tuple[str, str, str]]:
+    """(address, problem, fix) for every stored hash Dovecot cannot verify with the scheme it will use."""
+    found = []
+    for address, stored in sorted(hashes.items()):
+        problem = passwords.scheme_problem(stored, scheme)
+        if problem:
+            found.append((address, problem, passwords.scheme_fix(stored, scheme)))
+    return found
+
+
+def check_password_hashes(stack: Stack, subjects: Subjects) -> Result:
+    """Every user's stored hash against the scheme Dovecot verifies it with (its prefix, else the passdb's
+    default_pass_scheme, read from the file Dovecot uses)."""
+    name = "password hashes"
+    if subjects.hashes is None:
+        return skip(name, subjects.error or "the database was not read")
+    conf = stack.exec("dovecot", ["cat", "/etc/dovecot/dovecot-sql.conf.ext"]).stdout.decode(errors="replace")
+    scheme = default_pass_scheme(conf)
+    problems = hash_problems(subjects.hashes, scheme)
+    if not problems:
+        return ok(name, f"{len(subjects.hashes)} user(s) verifiable (default_pass_scheme = {scheme})")
+    shown = "; ".join(f"{address}: {problem}" for address, problem, _ in problems[:5])
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    fixes = list(dict.fromkeys(fix for _, _, fix in problems))
+    return fail(name, f"{len(problems)} user(s) cannot log in: {shown}{more}", "; or ".join(fixes[:2]))
 
 
 def check_sockets(stack: Stack) -> Result:
@@ -437,6 +476,7 @@ def run(stack: Stack, user: str | None = None) -> list[Result]:
         ("maps", "postfix", lambda: check_maps(stack, subjects, flavour)),
         (f"database ({schema.MAIL_READER})", "postfix", lambda: check_map_credentials(stack, subjects, flavour)),
         ("dovecot user", "dovecot", lambda: check_dovecot_user(stack, subjects)),
+        ("password hashes", "dovecot", lambda: check_password_hashes(stack, subjects)),
         ("sockets", "postfix", lambda: check_sockets(stack)),
         ("chroot", "postfix", lambda: check_chroot(stack)),
         ("tls", None, lambda: check_tls(stack, running)),

@@ -74,7 +74,8 @@ def check_hash(value: str) -> str:
     if len(value) > PASSWORD_HASH_MAX:
         raise ValueError(f"password_hash too long ({len(value)} characters, at most {PASSWORD_HASH_MAX})")
     if not passwords.is_dovecot_hash(value):
-        raise ValueError("password_hash must be '{SCHEME}hash' with a scheme Dovecot knows, e.g. {ARGON2ID}...")
+        raise ValueError("password_hash must be '{SCHEME}hash' with a scheme Dovecot knows (e.g. {ARGON2ID}...), "
+                         "or an unprefixed crypt-style hash ($1$..., $6$..., $2y$...)")
     return value
 
 

@@ -11,6 +11,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailstack.errors import MailstackError
+from mailstack.passwords import DOVECOT_SCHEMES
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PORT_NAMES = ("smtp", "submission", "smtps", "imaps", "pop3s")
@@ -43,6 +44,8 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".mailstack")
     seed_file: Path | None = None
     password_scheme: Literal["ARGON2ID", "BLF-CRYPT"] = "ARGON2ID"
+    default_pass_scheme: str | None = Field(
+        None, description="Dovecot's scheme for unprefixed hashes (e.g. SHA512-CRYPT); default: password_scheme")
     hash_cost: Literal["production", "fast"] = "production"
     schema_flavour: Literal["default"] = "default"
     mail_fsync: Literal["optimized", "always", "never"] = Field(
@@ -71,10 +74,24 @@ class Settings(BaseSettings):
             raise ValueError("must be a fully qualified host name like mail.example.test")
         return value.lower()
 
+    @field_validator("default_pass_scheme")
+    @classmethod
+    def _dovecot_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.upper() not in DOVECOT_SCHEMES:
+            raise ValueError(f"Dovecot knows no password scheme {value!r} (e.g. SHA512-CRYPT, MD5-CRYPT, CRYPT)")
+        return value.upper()
+
     @field_validator("state_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @property
+    def unprefixed_scheme(self) -> str:
+        """The default_pass_scheme Dovecot's passdb gets (our own hashes always carry a prefix)."""
+        return self.default_pass_scheme or self.password_scheme
 
     def ports(self) -> dict[str, int]:
         return {name: getattr(self, f"{name}_port") for name in PORT_NAMES}

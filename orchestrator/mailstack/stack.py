@@ -219,7 +219,7 @@ class Stack:
         creds = secrets.ensure_secrets(s.state_dir / "secrets")
         certs.ensure_tls(s.config_dir / "tls", s.hostname)
         schema.render_configs(s.config_dir, schema.flavour(s.schema_flavour), creds["db_mail_password"],
-                              s.password_scheme)
+                              s.unprefixed_scheme)
         return creds
 
     # --- images -------------------------------------------------------------------------------
