@@ -260,13 +260,16 @@ def _setting_rule(node: Node, label: str, out: DovecotOutcome) -> str | None:
         return "*"
     if key == "protocols":
         wanted = unquote(value).split()
+        if "$protocols" in wanted:  # Debian's protocols.d adds to the default: the stack's own
+            index = wanted.index("$protocols")
+            wanted[index:index + 1] = list(STACK_PROTOCOLS)
         kept = [p for p in wanted if p in STACK_PROTOCOLS]
         for other in (p for p in wanted if p not in STACK_PROTOCOLS and not p.startswith("$")):
             out.warnings.append(f"dovecot protocol {other} dropped: not in the stack (no {other} service)")
         if "lmtp" not in kept:
             kept.append("lmtp")
         final = " ".join(kept)
-        if final == " ".join(wanted):
+        if final == unquote(value).strip():
             out.kept.append(Kept(label, value))
         else:
             out.rewritten.append(Rewritten(label, value, final,
@@ -317,7 +320,8 @@ def _section_rule(node: Node, out: DovecotOutcome, counters: dict[str, int]) -> 
         return []
     if node.key == "dict":
         out.dropped.append(Dropped(label, _section_text(node), "dict backends are not in the stack"))
-        out.warnings.append(f"dovecot {label} dropped: dict-backed features (e.g. a quota dict) do not work")
+        if node.children:
+            out.warnings.append(f"dovecot {label} dropped: dict-backed features (e.g. a quota dict) do not work")
         return []
     if node.key == "protocol":
         if node.name not in STACK_PROTOCOLS:
