@@ -37,6 +37,18 @@ else
   rm -f /etc/dovecot/mailstack-overrides.conf
 fi
 
+# A production server's mail root (e.g. /var/vmail, in its mail_location and user_query): a link to the
+# mail volume, so that its settings and queries run verbatim.
+if [[ -r /run/mailstack/dovecot/mail-root ]]; then
+  root=$(< /run/mailstack/dovecot/mail-root)
+  case "$root" in
+    /var/mail/vmail|/var/mail/vmail/*) ;;
+    /*/*) [[ -L "$root" || ! -e "$root" ]] || { echo "mailstack-dovecot: mail root $root exists in the image" >&2; exit 1; }
+          mkdir -p "$(dirname "$root")" && ln -sfn /var/mail/vmail "$root" ;;
+    *) echo "mailstack-dovecot: mail root '$root' must be an absolute path below /" >&2; exit 1 ;;
+  esac
+fi
+
 # Sockets left by a stopped Dovecot survive in the shared volume: remove them, Dovecot makes new ones.
 rm -f /var/spool/postfix/private/auth /var/spool/postfix/private/dovecot-lmtp
 chown postfix:root /var/spool/postfix/private && chmod 0700 /var/spool/postfix/private

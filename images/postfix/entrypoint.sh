@@ -13,6 +13,9 @@ else
   log "no SQL maps in /run/mailstack/postfix: is the state directory mounted?"
 fi
 
+# /etc/mailname as Debian's postinst writes it (the host's name; `myorigin = /etc/mailname` reads it).
+cat /proc/sys/kernel/hostname > /etc/mailname
+
 # The image's main.cf and master.cf, then this start's settings over them (a restarted container starts
 # from the same files). myhostname is Postfix's default: the container's hostname (compose sets it).
 install -m 0644 /usr/share/mailstack/postfix/main.cf /usr/share/mailstack/postfix/master.cf /etc/postfix/

@@ -24,6 +24,7 @@ from imapclient import IMAPClient
 from mailstack import passwords, provision
 from mailstack.db import Database
 from mailstack.errors import MailstackError, NotReady, PortTaken
+from mailstack.production import Plan, load_dump, make_plan, read_dir
 from mailstack.seed import (
     SeedFile,
     check_address,
@@ -33,7 +34,7 @@ from mailstack.seed import (
     seed_database,
 )
 from mailstack.seed import load as load_seed
-from mailstack.settings import Settings, load_settings
+from mailstack.settings import Settings, load_settings, stack_files_dir
 from mailstack.stack import (
     OWNER_FILE,
     Endpoints,
@@ -55,17 +56,64 @@ def _quiet(_: str) -> None:
 
 
 def bring_up(settings: Settings, seed: SeedFile | None = None, report: Report = _quiet,
-             provision_host: bool = True, volumes_on_failure: bool = False, force_build: bool = False) -> Stack:
+             provision_host: bool = True, volumes_on_failure: bool = False, force_build: bool = False,
+             plan: Plan | None = None) -> Stack:
     """Provision what is missing, build (cached, or again with force_build), start, wait for real readiness,
-    create tables, seed."""
+    create tables, seed (or, with a production plan, load its dump)."""
+    if plan is not None:
+        settings = with_production_hostname(settings, plan)
     stack = Stack(settings)
+    if plan is not None:
+        volumes_on_failure = True  # a new stack, all of whose volumes this call creates
+        if provision_host:
+            provision.provision(report)
+            provision_host = False
+        stack.require_no_data()
     _bring_up(stack, seed or SeedFile(), report, provision_host=provision_host, build=True,
-              tear_down=True, volumes_on_failure=volumes_on_failure, force_build=force_build).close()
+              tear_down=True, volumes_on_failure=volumes_on_failure, force_build=force_build, plan=plan).close()
     return stack
 
 
+def production_plan(directory: Path) -> Plan:
+    """Read what was copied off a production server (errors name file:line) into the plan for this stack."""
+    return make_plan(read_dir(directory), stack_master_cf=stack_files_dir() / "images" / "postfix" / "master.cf")
+
+
+def with_production_hostname(settings: Settings, plan: Plan) -> Settings:
+    """Production's myhostname, unless the hostname was given (the certificate is issued for it)."""
+    if plan.hostname is None or "hostname" in settings.model_fields_set:
+        return settings
+    try:
+        return type(settings)(**{**settings.model_dump(), "hostname": plan.hostname})
+    except ValueError:
+        return settings  # e.g. a bare host name: the stack's own stays
+
+
+def _load_dump(database: Database, plan: Plan, report: Report) -> None:
+    """Production's dump into the stack's database, statement by statement, with progress."""
+    assert plan.dump is not None
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        percent = done * 100 // total if total else 100
+        if percent // 10 > shown[0]:
+            shown[0] = percent // 10
+            report(f"loading {plan.dump.name}: {percent}%")
+
+    connection = database.connect()
+    try:
+        with connection.cursor() as cursor:
+            loaded = load_dump(cursor.execute, plan.dump, progress)
+        connection.commit()
+    finally:
+        connection.close()
+    report(f"loaded {plan.dump.name}: {loaded.tables} table(s), {loaded.rows} row(s)"
+           + "".join(f"; {label}: {count}" for label, count in loaded.rewrites.items()))
+
+
 def _bring_up(stack: Stack, seed: SeedFile, report: Report, *, provision_host: bool, build: bool,
-              tear_down: bool, volumes_on_failure: bool, force_build: bool = False) -> Database:
+              tear_down: bool, volumes_on_failure: bool, force_build: bool = False,
+              plan: Plan | None = None) -> Database:
     """bring_up's steps; returns the database with its connection kept open (the caller closes it).
     tear_down: remove the stack again when a step fails (MailStack removes disposable stacks itself)."""
     settings = stack.settings
@@ -73,23 +121,29 @@ def _bring_up(stack: Stack, seed: SeedFile, report: Report, *, provision_host: b
         provision.provision(report)
     if build:
         stack.build(report, force=force_build)
-    stack.prepare()
+    stack.prepare(plan)
     report("starting containers")
     opened: list[Database] = []
 
     def seed_now() -> None:  # as soon as MariaDB is ready, while Dovecot and Postfix are still starting
         opened.append(Database.for_stack(stack, keep_open=True))
+        if plan is not None:
+            if plan.dump is not None:
+                _load_dump(opened[0], plan, report)
+            return
         changes = seed_database(opened[0], seed, settings.password_scheme, settings.hash_cost)
         if changes:
             report(f"seeded: {len(changes)} change(s)")
 
     with torn_down_on_failure(stack, volumes=volumes_on_failure) if tear_down else nullcontext():
-        stack.start(report)
         try:
+            stack.start(report)
             stack.wait_ready(report=report, then={"mysql": seed_now})
         except BaseException:
             for database in opened:
                 database.close()
+            if plan is not None:
+                stack.forget_plan()  # nothing of a failed production start stays for a plain `up`
             raise
     return opened[0]
 
@@ -116,7 +170,10 @@ class MailStack:
 
     def __init__(self, seed: SeedFile | Mapping[str, Any] | None = None, *, project: str | None = None,
                  keep: bool = False, reuse: bool = False, domain: str = "example.test",
-                 report: Report = _quiet, **settings: Any) -> None:
+                 report: Report = _quiet, from_production: str | Path | None = None, **settings: Any) -> None:
+        """from_production: a folder of files copied off a production server (`mailstack up --from`): its
+        settings, queries and dump instead of the seed; read (and refused) here, before anything starts."""
+        self.plan = production_plan(Path(from_production)) if from_production is not None else None
         self.seed = seed if isinstance(seed, SeedFile) else SeedFile.model_validate(dict(seed or {}))
         self.domain = check_domain(domain)
         self.keep = keep
@@ -131,6 +188,8 @@ class MailStack:
             **{f"{port}_port": 0 for port in ("smtp", "submission", "smtps", "imaps", "pop3s")},
         }
         self.settings = load_settings(**{**defaults, **settings})
+        if self.plan is not None:
+            self.settings = with_production_hostname(self.settings, self.plan)
         self._requested_ports = self.settings.ports()  # 0: chosen at each start (settings then show the choice)
         self._stack: Stack | None = None
         self._endpoints: Endpoints | None = None
@@ -186,7 +245,7 @@ class MailStack:
             try:
                 self._database = _bring_up(stack, seed, self.report, provision_host=not images and attempt == 1,
                                            build=not images and attempt == 1, tear_down=not self._owned,
-                                           volumes_on_failure=not self.keep)
+                                           volumes_on_failure=not self.keep, plan=self.plan)
                 break
             except PortTaken:
                 if attempt == PORT_ATTEMPTS or 0 not in self._requested_ports.values():

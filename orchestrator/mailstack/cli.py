@@ -130,12 +130,30 @@ def up(
     ctx: typer.Context,
     seed: Annotated[Path | None, typer.Option(help="seed file to apply after start (YAML)")] = None,
     build: Annotated[bool, typer.Option("--build", help="rebuild images even if cached")] = False,
+    from_production: Annotated[Path | None, typer.Option(
+        "--from", help="a folder of files copied off a production server: postconf -n, master.cf, doveconf -n, "
+                       "map files, dovecot-sql.conf.ext, a dump (.sql/.sql.gz)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="with --from: print the plan, start nothing")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Provision what is missing, build (cached), start, wait until ready, seed, print endpoints."""
-    from mailstack.api import bring_up
+    """Provision what is missing, build (cached), start, wait until ready, seed (or load a production copy),
+    print endpoints."""
+    from mailstack.api import bring_up, production_plan
     from mailstack.seed import load as load_seed
 
     settings: Settings = ctx.obj.settings
+    if (dry_run or as_json) and from_production is None:
+        raise MailstackError("--dry-run and --json go with --from DIR", "e.g. `mailstack up --from DIR --dry-run`")
+    plan = production_plan(from_production) if from_production is not None else None  # refused before anything
+    if plan is not None and (seed or settings.seed_file):
+        raise MailstackError("--from and a seed file do not go together: the production dump is the data",
+                             "drop --seed (or MAILSTACK_SEED_FILE); nothing was changed")
+    if plan is not None and dry_run:
+        if as_json:
+            _print_json(plan.as_json())
+        else:
+            _print_plan(plan)
+        return
     seed_file = seed or settings.seed_file
     parsed = load_seed(seed_file) if seed_file else None  # validate before touching anything
     started = time.monotonic()
@@ -143,11 +161,18 @@ def up(
         def progress(message: str) -> None:
             report(message)
             status.update(message)
-        stack = bring_up(settings, parsed, progress, force_build=build)
+        stack = bring_up(settings, parsed, progress, force_build=build, plan=plan)
+    if plan is not None:
+        _print_plan(plan)
     out.print(_endpoint_table(stack))
-    out.print(f"CA certificate: {settings.ca_cert}  (ready in {time.monotonic() - started:.1f}s)")
+    out.print(f"CA certificate: {stack.settings.ca_cert}  (ready in {time.monotonic() - started:.1f}s)")
     if seed_file:
         out.print(f"seeded from {seed_file}; try: mailstack inbox alice@example.test")
+
+
+def _print_plan(plan: Any) -> None:
+    for line in plan.report_lines():
+        out.print(Text(line), soft_wrap=True)
 
 
 @app.command()

@@ -26,6 +26,8 @@ from python_on_whales.utils import run as docker_run
 
 from mailstack import certs, schema, secrets
 from mailstack.errors import CommandError, MailstackError, NotReady, PortTaken, StackNotRunning, tail
+from mailstack.production import render as production_render
+from mailstack.production.plan import Plan
 from mailstack.settings import Settings, image_tag, stack_files_dir
 
 Report = Callable[[str], None]
@@ -212,15 +214,36 @@ class Stack:
             env["MAILSTACK_DB_PORT"] = str(s.db_port) if s.db_port else ""
         return env
 
-    def prepare(self) -> dict[str, str]:
-        """State directory: secrets, TLS material and the rendered SQL configs. Idempotent."""
+    def prepare(self, plan: Plan | None = None) -> dict[str, str]:
+        """State directory: secrets, TLS material and the rendered SQL configs. Idempotent. With a production
+        plan its files replace the flavour's; a stack once made from one keeps them at a plain start."""
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
         creds = secrets.ensure_secrets(s.state_dir / "secrets")
         certs.ensure_tls(s.config_dir / "tls", s.hostname)
+        if plan is None and production_render.from_production(s.config_dir):
+            return creds
         schema.render_configs(s.config_dir, schema.flavour(s.schema_flavour), creds["db_mail_password"],
                               s.unprefixed_scheme)
+        if plan is not None:
+            production_render.render_plan(s.config_dir, plan, creds["db_mail_password"])
         return creds
+
+    def forget_plan(self) -> None:
+        production_render.forget(self.settings.config_dir)
+
+    def require_no_data(self) -> None:
+        """Refuse to load production files into a project that already holds data (its volumes)."""
+        try:
+            volumes = project_resources(self.settings.project, self.docker.client_config.docker_cmd)["volumes"]
+        except DockerException as exc:
+            raise _docker_error(exc) from exc
+        if volumes:
+            project = self.settings.project
+            raise MailstackError(
+                f"project {project!r} already has data ({len(volumes)} volume(s)): a production copy starts afresh",
+                f"use another project (`mailstack -p NAME up --from DIR`), or delete this one's data with "
+                f"`mailstack -p {project} down --volumes`; nothing was changed")
 
     # --- images -------------------------------------------------------------------------------
 
