@@ -30,6 +30,7 @@ from mailstack.seed import (
     check_domain,
     check_login_address,
     check_password,
+    check_size,
     seed_database,
 )
 from mailstack.seed import load as load_seed
@@ -160,7 +161,7 @@ class MailStack:
     def _start(self) -> None:
         seed = self.seed
         if self.domain not in seed.domains:
-            seed = SeedFile(domains=[*seed.domains, self.domain], users=seed.users, aliases=seed.aliases)
+            seed = seed.model_copy(update={"domains": [*seed.domains, self.domain]})
         stack = Stack(self.settings)
         if self.reuse:
             found = stack.snapshot()
@@ -271,20 +272,43 @@ class MailStack:
             store.add_domain(name)
         return name
 
-    def add_user(self, address: str | None = None, password: str | None = None) -> User:
+    def add_user(self, address: str | None = None, password: str | None = None, *, quota: str | int | None = None,
+                 active: bool = True) -> User:
+        """A mailbox user; quota (like "50M", or bytes) and active=False where the schema flavour has them."""
         address = check_login_address(address or f"user-{uuid.uuid4().hex[:10]}@{self.domain}")
         password = check_password(password or random_secrets.token_urlsafe(12))
+        size = check_size(quota) if quota is not None else None
         hashed = passwords.hash_password(password, self.settings.password_scheme, self.settings.hash_cost)
         with self.database.transaction() as store:
-            if not store.add_user(address, hashed):
+            if not store.add_user(address, hashed, quota=size, active=active):
                 raise MailstackError(f"cannot add {address}: its domain is not a local domain",
                                      "add the domain first (add_domain or the seed)")
         return User(address, password)
 
     def add_alias(self, source: str, *destinations: str) -> None:
-        source = check_address(source)
+        """source may be a catch-all, @domain."""
+        source = check_address(source) if not source.startswith("@") else "@" + check_domain(source[1:])
         with self.database.transaction() as store:
             store.add_alias(source, [check_address(d) for d in destinations])
+
+    def set_alias_active(self, source: str, active: bool) -> None:
+        """Enable or disable an alias row (flavours with an active column on aliases: postfixadmin)."""
+        self.database.schema.require("active")
+        with self.database.transaction() as store:
+            store.set_alias_active(source, active)  # type: ignore[attr-defined]
+
+    def set_user_active(self, address: str, active: bool) -> None:
+        with self.database.transaction() as store:
+            store.set_active(check_login_address(address), active)
+        self.stack.exec("dovecot", ["doveadm", "auth", "cache", "flush", address])
+
+    def add_alias_domain(self, alias: str, target: str) -> None:
+        """Mail to anyone@alias goes to anyone@target; both are added as domains when missing."""
+        alias, target = check_domain(alias), check_domain(target)
+        with self.database.transaction() as store:
+            for domain in (alias, target):
+                store.add_domain(domain)
+            store.add_alias_domain(alias, target)
 
     # --- mail ---------------------------------------------------------------------------------
 

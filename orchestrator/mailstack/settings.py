@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailstack.errors import MailstackError
@@ -44,7 +44,9 @@ class Settings(BaseSettings):
     seed_file: Path | None = None
     password_scheme: Literal["ARGON2ID", "BLF-CRYPT"] = "ARGON2ID"
     hash_cost: Literal["production", "fast"] = "production"
-    schema_flavour: Literal["default"] = "default"
+    schema_flavour: str = Field(
+        "default", validation_alias=AliasChoices("MAILSTACK_SCHEMA", "schema_flavour", "schema"),
+        description="the schema flavour: default, virtual or postfixadmin [env: MAILSTACK_SCHEMA]")
     mail_fsync: Literal["optimized", "always", "never"] = Field(
         "optimized", description="Dovecot's fsync after delivery; test stacks use never")
     queue_in_memory: bool = Field(
@@ -70,6 +72,15 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", value.lower()):
             raise ValueError("must be a fully qualified host name like mail.example.test")
         return value.lower()
+
+    @field_validator("schema_flavour")
+    @classmethod
+    def _known_flavour(cls, value: str) -> str:
+        from mailstack.schema import FLAVOURS  # noqa: PLC0415 - settings stay importable on their own
+
+        if value not in FLAVOURS:
+            raise ValueError(f"must be one of {', '.join(FLAVOURS)}")
+        return value
 
     @field_validator("state_dir")
     @classmethod
@@ -99,8 +110,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "settings"
+        if field in ("MAILSTACK_SCHEMA", "schema", "schema_flavour"):
+            field = "schema"
         raise MailstackError(
-            f"invalid setting {field}: {first['msg']}",
+            f"invalid setting {field}: {first['msg'].removeprefix('Value error, ')}",
             f"check MAILSTACK_{field.upper()} in your environment or .env, or the matching flag",
         ) from exc
 
