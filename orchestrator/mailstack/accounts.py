@@ -11,7 +11,15 @@ from mailstack import passwords
 from mailstack.db import Database
 from mailstack.errors import MailstackError
 from mailstack.schema import DEFAULT, Flavour, domain_of
-from mailstack.seed import check_address, check_domain, check_fits, check_login_address, check_password, check_size
+from mailstack.seed import (
+    check_address,
+    check_alias_source,
+    check_domain,
+    check_fits,
+    check_login_address,
+    check_password,
+    check_size,
+)
 from mailstack.stack import Stack
 
 ADDRESS_HINT = "an address looks like alice@example.test"
@@ -208,7 +216,8 @@ class Accounts:
 
     def add_alias(self, source: str, destinations: Iterable[str]) -> list[str]:
         """Add source -> destinations (destinations may be anywhere). Returns the destinations added."""
-        source = self._fits("address", valid_address(source))
+        source = self._fits("address", _valid(check_alias_source, source, "address",
+                                              f"{ADDRESS_HINT}, a catch-all like @example.test"))
         wanted = list(dict.fromkeys(self._fits("address", valid_address(d)) for d in destinations))
         if not wanted:
             raise MailstackError("an alias needs at least one destination",
@@ -228,7 +237,7 @@ class Accounts:
 
     def remove_alias(self, source: str, destination: str | None = None) -> int:
         """Remove an alias (all its destinations, or one). Returns the number of rows removed."""
-        source = valid_address(source)
+        source = _valid(check_alias_source, source, "address", ADDRESS_HINT)
         destination = valid_address(destination) if destination is not None else None
         with self._database().transaction() as store:
             removed = store.remove_alias(source, destination)

@@ -27,6 +27,7 @@ from mailstack.errors import MailstackError, NotReady, PortTaken
 from mailstack.seed import (
     SeedFile,
     check_address,
+    check_alias_source,
     check_domain,
     check_login_address,
     check_password,
@@ -287,7 +288,7 @@ class MailStack:
 
     def add_alias(self, source: str, *destinations: str) -> None:
         """source may be a catch-all, @domain."""
-        source = check_address(source) if not source.startswith("@") else "@" + check_domain(source[1:])
+        source = check_alias_source(source)
         with self.database.transaction() as store:
             store.add_alias(source, [check_address(d) for d in destinations])
 

@@ -53,6 +53,12 @@ def check_address(value: str) -> str:
     return value
 
 
+def check_alias_source(value: str) -> str:
+    """An alias's address, or a catch-all: @domain (mail to any address of the domain without one of its own)."""
+    value = value.strip().lower()
+    return "@" + check_domain(value[1:]) if value.startswith("@") else check_address(value)
+
+
 def check_login_address(value: str) -> str:
     """A mailbox address must also be a valid Dovecot login (auth_username_chars)."""
     value = check_address(value)
@@ -132,7 +138,7 @@ class UserSpec(BaseModel):
 
 class AliasSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    source: Address
+    source: Annotated[str, AfterValidator(check_alias_source)]
     destinations: list[Address] = Field(min_length=1)
 
 

@@ -174,3 +174,19 @@ def test_virtual_refuses_an_address_wider_than_its_column(fake_db: FakeDatabase)
 def test_orchestrator_hashes_fit_the_virtual_password_column() -> None:
     for scheme in ("ARGON2ID", "BLF-CRYPT"):
         assert len(passwords.hash_password("a-long-password", scheme, "production")) <= schema.VIRTUAL.limits.password
+
+
+def test_pytest_option_reaches_mailstack() -> None:
+    from mailstack.pytest_plugin import stack_options
+
+    assert stack_options(False, None, None, "postfixadmin")["schema"] == "postfixadmin"
+    assert "schema" not in stack_options(False, None, None)
+
+
+def test_mailstack_takes_the_schema_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailstack.api import MailStack
+
+    monkeypatch.delenv("MAILSTACK_SCHEMA", raising=False)
+    assert MailStack(schema="virtual").settings.schema_flavour == "virtual"
+    monkeypatch.setenv("MAILSTACK_SCHEMA", "postfixadmin")
+    assert MailStack().settings.schema_flavour == "postfixadmin"
