@@ -5,12 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from mailstack import passwords
 from mailstack.db import Database
 from mailstack.errors import MailstackError
-from mailstack.schema import domain_of
-from mailstack.seed import check_address, check_domain, check_login_address, check_password
+from mailstack.schema import DEFAULT, Flavour, domain_of
+from mailstack.seed import (
+    check_address,
+    check_alias_source,
+    check_domain,
+    check_fits,
+    check_login_address,
+    check_password,
+    check_size,
+)
 from mailstack.stack import Stack
 
 ADDRESS_HINT = "an address looks like alice@example.test"
@@ -35,18 +44,22 @@ def valid_password(value: str) -> str:
     return _valid(check_password, value, "password", _password_hint())
 
 
+def valid_size(value: str | int) -> int:
+    return _valid(check_size, value, "quota", "a quota looks like 10K, 50M, 2G or a number of bytes (0: unlimited)")
+
+
 def _password_hint() -> str:
     return f"choose a password of at least {passwords.MIN_PASSWORD_LENGTH} characters; nothing was changed"
 
 
-def _valid(check: Callable[[str], str], value: str, what: str, hint: str) -> str:
+def _valid(check: Callable[[Any], Any], value: Any, what: str, hint: str) -> Any:
     try:
         return check(value)
     except ValueError as exc:
         reason = str(exc)
         if reason.startswith(what):  # "password too short ..."
             message = reason
-        elif repr(value.strip().lower()) in reason:  # the validator already quotes the value
+        elif isinstance(value, str) and repr(value.strip().lower()) in reason:  # the validator already quotes the value
             message = f"invalid {what}: {reason}"
         else:
             message = f"invalid {what} {value!r}: {reason}"
@@ -68,9 +81,11 @@ class UserInfo:
     address: str
     domain: str
     scheme: str
+    quota: int | None = None  # bytes, 0 = unlimited; None: the flavour has no quotas
+    active: bool | None = None  # None: the flavour has no active flag
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {key: value for key, value in asdict(self).items() if value is not None}
 
 
 class Accounts:
@@ -78,10 +93,14 @@ class Accounts:
     is known to be valid (resolving it needs the running stack)."""
 
     def __init__(self, database: Callable[[], Database], scheme: passwords.Scheme = "ARGON2ID",
-                 cost: passwords.Cost = "production") -> None:
+                 cost: passwords.Cost = "production", flavour: Flavour = DEFAULT) -> None:
         self._database = database
         self.scheme = scheme
         self.cost = cost
+        self.flavour = flavour
+
+    def _fits(self, what: str, value: str) -> str:
+        return check_fits(self.flavour, what, value)
 
     # --- domains ------------------------------------------------------------------------------
 
@@ -90,7 +109,7 @@ class Accounts:
             return [DomainInfo(name, users, aliases) for name, (users, aliases) in store.domain_usage().items()]
 
     def add_domain(self, name: str) -> str:
-        name = valid_domain(name)
+        name = self._fits("domain", valid_domain(name))
         with self._database().transaction() as store:
             if name in store.domains():
                 raise MailstackError(f"domain {name} already exists", "`mailstack domain list` shows the domains")
@@ -119,14 +138,14 @@ class Accounts:
     def users(self, domain: str | None = None) -> list[UserInfo]:
         domain = valid_domain(domain) if domain is not None else None
         with self._database().transaction() as store:
-            rows = store.users()
+            rows = store.user_rows()
         found = []
-        for address, stored in rows.items():
-            if domain is not None and domain_of(address) != domain:
+        for row in rows:
+            if domain is not None and domain_of(row.address) != domain:
                 continue
-            parts = passwords.split_scheme(stored)
-            scheme = parts[0] if parts else f"{passwords.crypt_scheme(stored) or 'unknown'} (unprefixed)"
-            found.append(UserInfo(address, domain_of(address), scheme))
+            parts = passwords.split_scheme(row.password)
+            scheme = parts[0] if parts else f"{passwords.crypt_scheme(row.password) or 'unknown'} (unprefixed)"
+            found.append(UserInfo(row.address, domain_of(row.address), scheme, row.quota, row.active))
         return found
 
     def user_exists(self, address: str) -> bool:
@@ -134,9 +153,14 @@ class Accounts:
         with self._database().transaction() as store:
             return store.password_hash(address) is not None
 
-    def add_user(self, address: str, password: str) -> str:
-        address = valid_login(address)
-        hashed = passwords.hash_password(valid_password(password), self.scheme, self.cost)
+    def add_user(self, address: str, password: str, quota: str | int | None = None, active: bool = True) -> str:
+        address = self._fits("address", valid_login(address))
+        size = valid_size(quota) if quota is not None else None
+        if size is not None:
+            self.flavour.require("quota")
+        if not active:
+            self.flavour.require("active")
+        hashed = self._fits("password_hash", passwords.hash_password(valid_password(password), self.scheme, self.cost))
         domain = domain_of(address)
         with self._database().transaction() as store:
             if domain not in store.domains():
@@ -145,8 +169,28 @@ class Accounts:
             if store.password_hash(address) is not None:
                 raise MailstackError(f"user {address} already exists",
                                      f"`mailstack user passwd {address}` sets a new password; nothing was changed")
-            store.add_user(address, hashed)
+            store.add_user(address, hashed, quota=size, active=active)
         return address
+
+    def set_active(self, address: str, active: bool) -> str:
+        """Enable or disable a mailbox (flavours with an active column): a disabled one gets no mail and
+        cannot log in."""
+        address = valid_login(address)
+        self.flavour.require("active")
+        with self._database().transaction() as store:
+            if store.password_hash(address) is None:
+                raise MailstackError(f"no user {address}", "`mailstack user list` shows the users")
+            store.set_active(address, active)
+        return address
+
+    def set_quota(self, address: str, quota: str | int) -> int:
+        address = valid_login(address)
+        size = valid_size(quota)
+        self.flavour.require("quota")
+        with self._database().transaction() as store:
+            if not store.set_quota(address, size) and store.password_hash(address) is None:
+                raise MailstackError(f"no user {address}", "`mailstack user list` shows the users")
+        return size
 
     def set_password(self, address: str, password: str) -> str:
         address = valid_login(address)
@@ -172,8 +216,9 @@ class Accounts:
 
     def add_alias(self, source: str, destinations: Iterable[str]) -> list[str]:
         """Add source -> destinations (destinations may be anywhere). Returns the destinations added."""
-        source = valid_address(source)
-        wanted = list(dict.fromkeys(valid_address(d) for d in destinations))
+        source = self._fits("address", _valid(check_alias_source, source, "address",
+                                              f"{ADDRESS_HINT}, a catch-all like @example.test"))
+        wanted = list(dict.fromkeys(self._fits("address", valid_address(d)) for d in destinations))
         if not wanted:
             raise MailstackError("an alias needs at least one destination",
                                  "e.g. `mailstack alias add team@example.test alice@example.test`")
@@ -192,7 +237,7 @@ class Accounts:
 
     def remove_alias(self, source: str, destination: str | None = None) -> int:
         """Remove an alias (all its destinations, or one). Returns the number of rows removed."""
-        source = valid_address(source)
+        source = _valid(check_alias_source, source, "address", ADDRESS_HINT)
         destination = valid_address(destination) if destination is not None else None
         with self._database().transaction() as store:
             removed = store.remove_alias(source, destination)
@@ -200,6 +245,33 @@ class Accounts:
                 what = f"{source} -> {destination}" if destination else source
                 raise MailstackError(f"no alias {what}", "`mailstack alias list` shows the aliases")
         return removed
+
+
+    # --- alias domains ------------------------------------------------------------------------
+
+    def alias_domains(self) -> dict[str, str]:
+        self.flavour.require("alias_domains")
+        with self._database().transaction() as store:
+            return store.alias_domains()
+
+    def add_alias_domain(self, alias: str, target: str) -> tuple[str, str]:
+        """Mail to anyone@ALIAS goes to anyone@TARGET. Both must be local domains (as in PostfixAdmin)."""
+        alias, target = valid_domain(alias), valid_domain(target)
+        self.flavour.require("alias_domains")
+        if alias == target:
+            raise MailstackError(f"alias domain {alias} cannot point to itself", "give another target domain")
+        with self._database().transaction() as store:
+            domains = store.domains()
+            for domain in (alias, target):
+                if domain not in domains:
+                    raise MailstackError(f"{domain} is not a local domain",
+                                         f"add it first: `mailstack domain add {domain}`; nothing was changed")
+            existing = store.alias_domains()
+            if alias in existing:
+                raise MailstackError(f"alias domain {alias} -> {existing[alias]} already exists",
+                                     "`mailstack alias-domain list` shows the alias domains")
+            store.add_alias_domain(alias, target)
+        return alias, target
 
 
 def forget_cached_logins(stack: Stack, addresses: Iterable[str] = ()) -> None:

@@ -21,16 +21,18 @@ from typing import Any
 
 from imapclient import IMAPClient
 
-from mailstack import passwords, provision
+from mailstack import passwords, provision, schema
 from mailstack.db import Database
 from mailstack.errors import MailstackError, NotReady, PortTaken
 from mailstack.production import Plan, load_dump, make_plan, read_dir
 from mailstack.seed import (
     SeedFile,
     check_address,
+    check_alias_source,
     check_domain,
     check_login_address,
     check_password,
+    check_size,
     seed_database,
 )
 from mailstack.seed import load as load_seed
@@ -61,7 +63,7 @@ def bring_up(settings: Settings, seed: SeedFile | None = None, report: Report = 
     """Provision what is missing, build (cached, or again with force_build), start, wait for real readiness,
     create tables, seed (or, with a production plan, load its dump)."""
     if plan is not None:
-        settings = with_production_hostname(settings, plan)
+        settings = for_production(settings, plan)
     stack = Stack(settings)
     if plan is not None:
         volumes_on_failure = True  # a new stack, all of whose volumes this call creates
@@ -79,14 +81,18 @@ def production_plan(directory: Path) -> Plan:
     return make_plan(read_dir(directory), stack_master_cf=stack_files_dir() / "images" / "postfix" / "master.cf")
 
 
-def with_production_hostname(settings: Settings, plan: Plan) -> Settings:
-    """Production's myhostname, unless the hostname was given (the certificate is issued for it)."""
-    if plan.hostname is None or "hostname" in settings.model_fields_set:
-        return settings
+def for_production(settings: Settings, plan: Plan) -> Settings:
+    """Production's myhostname (the certificate is issued for it) and its schema flavour where it is a
+    built-in one (so that `user add` & co. write as that flavour does), unless they were given."""
+    update: dict[str, str] = {}
+    if plan.hostname is not None and "hostname" not in settings.model_fields_set:
+        update["hostname"] = plan.hostname
+    if plan.flavour in schema.FLAVOURS and "schema_flavour" not in settings.model_fields_set:
+        update["schema_flavour"] = plan.flavour
     try:
-        return type(settings)(**{**settings.model_dump(), "hostname": plan.hostname})
+        return type(settings)(**{**settings.model_dump(), **update})
     except ValueError:
-        return settings  # e.g. a bare host name: the stack's own stays
+        return settings.model_copy(update={k: v for k, v in update.items() if k != "hostname"})
 
 
 def _load_dump(database: Database, plan: Plan, report: Report) -> None:
@@ -189,7 +195,7 @@ class MailStack:
         }
         self.settings = load_settings(**{**defaults, **settings})
         if self.plan is not None:
-            self.settings = with_production_hostname(self.settings, self.plan)
+            self.settings = for_production(self.settings, self.plan)
         self._requested_ports = self.settings.ports()  # 0: chosen at each start (settings then show the choice)
         self._stack: Stack | None = None
         self._endpoints: Endpoints | None = None
@@ -219,7 +225,7 @@ class MailStack:
     def _start(self) -> None:
         seed = self.seed
         if self.domain not in seed.domains:
-            seed = SeedFile(domains=[*seed.domains, self.domain], users=seed.users, aliases=seed.aliases)
+            seed = seed.model_copy(update={"domains": [*seed.domains, self.domain]})
         stack = Stack(self.settings)
         if self.reuse:
             found = stack.snapshot()
@@ -330,20 +336,43 @@ class MailStack:
             store.add_domain(name)
         return name
 
-    def add_user(self, address: str | None = None, password: str | None = None) -> User:
+    def add_user(self, address: str | None = None, password: str | None = None, *, quota: str | int | None = None,
+                 active: bool = True) -> User:
+        """A mailbox user; quota (like "50M", or bytes) and active=False where the schema flavour has them."""
         address = check_login_address(address or f"user-{uuid.uuid4().hex[:10]}@{self.domain}")
         password = check_password(password or random_secrets.token_urlsafe(12))
+        size = check_size(quota) if quota is not None else None
         hashed = passwords.hash_password(password, self.settings.password_scheme, self.settings.hash_cost)
         with self.database.transaction() as store:
-            if not store.add_user(address, hashed):
+            if not store.add_user(address, hashed, quota=size, active=active):
                 raise MailstackError(f"cannot add {address}: its domain is not a local domain",
                                      "add the domain first (add_domain or the seed)")
         return User(address, password)
 
     def add_alias(self, source: str, *destinations: str) -> None:
-        source = check_address(source)
+        """source may be a catch-all, @domain."""
+        source = check_alias_source(source)
         with self.database.transaction() as store:
             store.add_alias(source, [check_address(d) for d in destinations])
+
+    def set_alias_active(self, source: str, active: bool) -> None:
+        """Enable or disable an alias row (flavours with an active column on aliases: postfixadmin)."""
+        self.database.schema.require("active")
+        with self.database.transaction() as store:
+            store.set_alias_active(source, active)  # type: ignore[attr-defined]
+
+    def set_user_active(self, address: str, active: bool) -> None:
+        with self.database.transaction() as store:
+            store.set_active(check_login_address(address), active)
+        self.stack.exec("dovecot", ["doveadm", "auth", "cache", "flush", address])
+
+    def add_alias_domain(self, alias: str, target: str) -> None:
+        """Mail to anyone@alias goes to anyone@target; both are added as domains when missing."""
+        alias, target = check_domain(alias), check_domain(target)
+        with self.database.transaction() as store:
+            for domain in (alias, target):
+                store.add_domain(domain)
+            store.add_alias_domain(alias, target)
 
     # --- mail ---------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from mailstack import accounts as accounts_module
-from mailstack import chroot, client, doctor, trace
+from mailstack import chroot, client, doctor, schema, trace
 from mailstack import provision as provisioning
 from mailstack.db import Database
 from mailstack.errors import MailstackError
@@ -54,14 +54,18 @@ app = typer.Typer(
 domain_app = typer.Typer(help="Mail domains: add, list, remove.", no_args_is_help=True)
 user_app = typer.Typer(help="Mailbox users: add, list, passwd, remove.", no_args_is_help=True)
 alias_app = typer.Typer(help="Aliases (forwardings): add, list, remove.", no_args_is_help=True)
+alias_domain_app = typer.Typer(help="Alias domains (postfixadmin schema): add, list.", no_args_is_help=True)
 app.add_typer(domain_app, name="domain")
 app.add_typer(user_app, name="user")
 app.add_typer(alias_app, name="alias")
+app.add_typer(alias_domain_app, name="alias-domain")
 
 ProjectOpt = Annotated[str | None, typer.Option("--project", "-p",
                                                 help="compose project name [env: MAILSTACK_PROJECT]")]
 StateOpt = Annotated[Path | None, typer.Option("--state-dir", help="where secrets, certificates and rendered "
                                                "configs live [env: MAILSTACK_STATE_DIR]")]
+SchemaOpt = Annotated[str | None, typer.Option("--schema", help="schema flavour: default, virtual or postfixadmin "
+                                               "[env: MAILSTACK_SCHEMA]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin",
                                                 help="read the password from the first line of standard input")]
@@ -93,15 +97,19 @@ class Context:
         return stack
 
     def database(self) -> Database:
-        return Database.for_stack(self.running_stack())
+        database = Database.for_stack(self.running_stack())
+        database.check_flavour()  # the settings' flavour must be the one the stack's database holds
+        return database
 
     def accounts(self) -> accounts_module.Accounts:
-        return accounts_module.Accounts(self.database, self.settings.password_scheme, self.settings.hash_cost)
+        return accounts_module.Accounts(self.database, self.settings.password_scheme, self.settings.hash_cost,
+                                        schema.flavour(self.settings.schema_flavour))
 
 
 @app.callback()
-def main_options(ctx: typer.Context, project: ProjectOpt = None, state_dir: StateOpt = None) -> None:
-    ctx.obj = Context(project=project, state_dir=state_dir)
+def main_options(ctx: typer.Context, project: ProjectOpt = None, state_dir: StateOpt = None,
+                 schema_name: SchemaOpt = None) -> None:
+    ctx.obj = Context(project=project, state_dir=state_dir, schema_flavour=schema_name)
 
 
 def report(message: str) -> None:
@@ -130,6 +138,7 @@ def up(
     ctx: typer.Context,
     seed: Annotated[Path | None, typer.Option(help="seed file to apply after start (YAML)")] = None,
     build: Annotated[bool, typer.Option("--build", help="rebuild images even if cached")] = False,
+    schema_name: SchemaOpt = None,
     from_production: Annotated[Path | None, typer.Option(
         "--from", help="a folder of files copied off a production server: postconf -n, master.cf, doveconf -n, "
                        "map files, dovecot-sql.conf.ext, a dump (.sql/.sql.gz)")] = None,
@@ -141,6 +150,8 @@ def up(
     from mailstack.api import bring_up, production_plan
     from mailstack.seed import load as load_seed
 
+    if schema_name is not None:
+        ctx.obj.overrides["schema_flavour"] = schema_name
     settings: Settings = ctx.obj.settings
     if (dry_run or as_json) and from_production is None:
         raise MailstackError("--dry-run and --json go with --from DIR", "e.g. `mailstack up --from DIR --dry-run`")
@@ -317,13 +328,36 @@ def domain_remove(
 
 @user_app.command("add")
 def user_add(ctx: typer.Context, address: Annotated[str, typer.Argument(help="e.g. alice@example.test")],
-             password_stdin: PasswordStdinOpt = False) -> None:
+             password_stdin: PasswordStdinOpt = False,
+             quota: Annotated[str | None, typer.Option(help="mailbox quota, like 50M or 2G (virtual, postfixadmin)")]
+             = None) -> None:
     """Add a mailbox user. The password is prompted for (twice), or read with --password-stdin."""
     address = accounts_module.valid_login(address)
+    if quota is not None:
+        accounts_module.valid_size(quota)
+        schema.flavour(ctx.obj.settings.schema_flavour).require("quota")
     password = read_password(password_stdin, confirm=True, before_prompt=ctx.obj.running_stack)
     password = accounts_module.valid_password(password)
-    added = ctx.obj.accounts().add_user(address, password)
+    added = ctx.obj.accounts().add_user(address, password, quota=quota)
     report(f"added user {escape(added)}")
+
+
+def _set_active(ctx: typer.Context, address: str, active: bool) -> None:
+    changed = ctx.obj.accounts().set_active(address, active)
+    accounts_module.forget_cached_logins(ctx.obj.stack(), [changed])
+    report(f"{'enabled' if active else 'disabled'} user {escape(changed)}")
+
+
+@user_app.command("disable")
+def user_disable(ctx: typer.Context, address: str) -> None:
+    """Disable a mailbox (postfixadmin schema): no mail accepted for it, no login; its data stays."""
+    _set_active(ctx, address, False)
+
+
+@user_app.command("enable")
+def user_enable(ctx: typer.Context, address: str) -> None:
+    """Enable a disabled mailbox again (postfixadmin schema)."""
+    _set_active(ctx, address, True)
 
 
 @user_app.command("list")
@@ -335,7 +369,22 @@ def user_list(ctx: typer.Context,
     if as_json:
         _print_json([u.as_dict() for u in users])
         return
-    out.print(_table("users", ["address", "domain", "scheme"], [[u.address, u.domain, u.scheme] for u in users]))
+    columns = ["address", "domain", "scheme"]
+    has_quota = any(u.quota is not None for u in users)
+    has_active = any(u.active is not None for u in users)
+    columns += ["quota"] * has_quota + ["active"] * has_active
+    rows = [[u.address, u.domain, u.scheme] + [_size(u.quota)] * has_quota
+            + [("yes" if u.active else "no")] * has_active for u in users]
+    out.print(_table("users", columns, rows))
+
+
+def _size(size: int | None) -> str:
+    if not size:
+        return "unlimited"
+    for unit, factor in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size} bytes"
 
 
 @user_app.command("passwd")
@@ -381,6 +430,27 @@ def alias_remove(ctx: typer.Context, source: str,
     """Remove an alias (all its destinations, or only DESTINATION)."""
     removed = ctx.obj.accounts().remove_alias(source, destination)
     report(f"removed {removed} alias row(s) of {escape(source.strip().lower())}")
+
+
+@alias_domain_app.command("add")
+def alias_domain_add(ctx: typer.Context,
+                     alias: Annotated[str, typer.Argument(help="the alias domain (a local domain)")],
+                     target: Annotated[str, typer.Argument(help="the domain its mail goes to")]) -> None:
+    """Mail to anyone@ALIAS goes to anyone@TARGET (postfixadmin schema)."""
+    schema.flavour(ctx.obj.settings.schema_flavour).require("alias_domains")
+    added, to = ctx.obj.accounts().add_alias_domain(alias, target)
+    report(f"alias domain {escape(added)} -> {escape(to)}")
+
+
+@alias_domain_app.command("list")
+def alias_domain_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """The alias domains and their target domains (postfixadmin schema)."""
+    schema.flavour(ctx.obj.settings.schema_flavour).require("alias_domains")
+    found = ctx.obj.accounts().alias_domains()
+    if as_json:
+        _print_json([{"alias": alias, "target": target} for alias, target in found.items()])
+        return
+    out.print(_table("alias domains", ["alias domain", "target"], [[a, t] for a, t in found.items()]))
 
 
 @app.command()

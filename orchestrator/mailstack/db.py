@@ -94,7 +94,7 @@ class Database:
             connection = self._kept_connection() if kept else self.connect()
             try:
                 with connection.cursor() as cursor:
-                    yield schema.Store(cursor, self.schema)
+                    yield self.schema.store(cursor)
                 connection.commit()
             except BaseException:
                 try:
@@ -111,5 +111,20 @@ class Database:
                 self._kept_lock.release()
 
     def create_tables(self) -> None:
+        """The flavour's tables and its record (idempotent); refused when the database holds another flavour
+        (its tables would sit unseen next to the ones this flavour reads)."""
         with self.transaction() as store:
+            recorded = store.recorded_flavour()
+            if recorded not in (None, self.schema.name):
+                raise schema.mismatch_error(recorded, self.schema.name)
             store.create_tables()
+            recorded = store.recorded_flavour()
+        if recorded != self.schema.name:
+            raise schema.mismatch_error(str(recorded), self.schema.name)
+
+    def check_flavour(self) -> None:
+        """Refuse to work on a database that holds another flavour than the settings say."""
+        with self.transaction() as store:
+            recorded = store.recorded_flavour()
+        if recorded not in (None, self.schema.name):
+            raise schema.mismatch_error(recorded, self.schema.name)

@@ -194,7 +194,7 @@ def find_subjects(stack: Stack, user: str | None = None) -> Subjects:
         connection = database.connect(timeout=5)
         try:
             with connection.cursor() as cursor:
-                store = schema.Store(cursor, database.schema)
+                store = database.schema.store(cursor)
                 domains, hashes, aliases = store.domains(), store.users(), store.aliases()
         finally:
             connection.close()

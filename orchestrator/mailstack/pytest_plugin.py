@@ -3,7 +3,8 @@
 Fixtures: `mailstack` (session-scoped MailStack, one per xdist worker), `mail_user` (a fresh user per
 test), `mail_user_factory`. Options: --mailstack-keep (leave the stack up after the session),
 --mailstack-reuse (use an already running stack of the given project instead of starting one; under
-xdist each worker uses PROJECT-gwN), --mailstack-seed.
+xdist each worker uses PROJECT-gwN), --mailstack-seed, --mailstack-schema (the schema flavour: default,
+virtual or postfixadmin).
 
 The stack is removed at the end of the session, also when it fails or is interrupted (Ctrl-C); a stack
 left by a killed session is removed by label at the next start of any MailStack (or `mailstack prune`).
@@ -30,18 +31,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mailstack-reuse", metavar="PROJECT", default=None,
                     help="reuse this running stack (or start it under that name and keep it)")
     group.addoption("--mailstack-seed", metavar="FILE", default=None, help="seed file applied at start")
+    group.addoption("--mailstack-schema", metavar="NAME", default=None,
+                    help="schema flavour of the session's stack: default, virtual or postfixadmin "
+                         "(default: MAILSTACK_SCHEMA, else default)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mailstack: the test uses the mailstack fixtures")
 
 
-def stack_options(keep: bool, reuse: str | None, worker: str | None) -> dict[str, Any]:
+def stack_options(keep: bool, reuse: str | None, worker: str | None, schema: str | None = None) -> dict[str, Any]:
     """MailStack's arguments for this session. Without --mailstack-reuse every session, and under xdist
     every worker, gets a stack of its own under a random project name; with it, each worker reuses one
     of its own (PROJECT-gw0, PROJECT-gw1, ...), so that workers never start or seed the same stack."""
     project = f"{reuse}-{worker}" if reuse and worker else reuse or None
-    return {"project": project, "keep": keep, "reuse": bool(reuse)}
+    options: dict[str, Any] = {"project": project, "keep": keep, "reuse": bool(reuse)}
+    if schema is not None:
+        options["schema"] = schema
+    return options
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +60,7 @@ def mailstack(request: pytest.FixtureRequest) -> Iterator[MailStack]:
     seed_file = config.getoption("--mailstack-seed")
     from mailstack.api import MailStack
 
-    kwargs = stack_options(keep, reuse, os.environ.get("PYTEST_XDIST_WORKER"))
+    kwargs = stack_options(keep, reuse, os.environ.get("PYTEST_XDIST_WORKER"), config.getoption("--mailstack-schema"))
     stack = MailStack.from_file(Path(seed_file), **kwargs) if seed_file else MailStack(**kwargs)
     with stack:
         yield stack

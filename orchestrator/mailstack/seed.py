@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from mailstack import passwords
 from mailstack.db import Database
 from mailstack.errors import MailstackError
-from mailstack.schema import PASSWORD_HASH_MAX, Store, domain_of
+from mailstack.schema import PASSWORD_HASH_MAX, Flavour, Store, domain_of
 
 # A practical address grammar: what Postfix, Dovecot's auth_username_chars and our SQL all accept.
 _LOCAL = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -53,6 +53,12 @@ def check_address(value: str) -> str:
     return value
 
 
+def check_alias_source(value: str) -> str:
+    """An alias's address, or a catch-all: @domain (mail to any address of the domain without one of its own)."""
+    value = value.strip().lower()
+    return "@" + check_domain(value[1:]) if value.startswith("@") else check_address(value)
+
+
 def check_login_address(value: str) -> str:
     """A mailbox address must also be a valid Dovecot login (auth_username_chars)."""
     value = check_address(value)
@@ -79,11 +85,41 @@ def check_hash(value: str) -> str:
     return value
 
 
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def check_size(value: object) -> int:
+    """A quota: bytes, or a number with K, M, G or T (powers of 1024), like 50M. 0 means unlimited."""
+    if isinstance(value, bool):
+        raise ValueError(f"{shown(value)} is not a size (like 50M, 2G or a number of bytes)")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = re.fullmatch(r"(\d+)\s*([KMGT]?)B?", str(value).strip().upper())
+        if not match:
+            raise ValueError(f"{shown(value)} is not a size (like 10K, 50M, 2G or a number of bytes)")
+        size = int(match[1]) * _SIZE_UNITS[match[2]]
+    if size < 0 or size > 2**63 - 1:
+        raise ValueError(f"size {shown(value)} out of range")
+    return size
+
+
+def check_fits(flavour: Flavour, what: str, value: str) -> str:
+    """Refuse a value wider than the flavour's column (MariaDB's strict mode would refuse the row)."""
+    limit = {"domain": flavour.limits.domain, "address": flavour.limits.address,
+             "password_hash": flavour.limits.password}[what]
+    if len(value) > limit:
+        raise MailstackError(f"{what} {shown(value)} is {len(value)} characters; the {flavour.name} schema's "
+                             f"column holds at most {limit}", "choose a shorter one; nothing was changed")
+    return value
+
+
 Domain = Annotated[str, AfterValidator(check_domain)]
 Address = Annotated[str, AfterValidator(check_address)]
 LoginAddress = Annotated[str, AfterValidator(check_login_address)]
 Password = Annotated[str, AfterValidator(check_password)]
 PasswordHash = Annotated[str, AfterValidator(check_hash)]
+Size = Annotated[int | str, AfterValidator(check_size)]
 
 
 class UserSpec(BaseModel):
@@ -91,6 +127,8 @@ class UserSpec(BaseModel):
     address: LoginAddress
     password: Password | None = None
     password_hash: PasswordHash | None = None
+    quota: Size | None = None  # bytes after validation (flavours with a quota column)
+    active: bool | None = None  # flavours with an active column; None: leave as it is (new users: active)
 
     @model_validator(mode="after")
     def _one_password(self) -> UserSpec:
@@ -101,8 +139,20 @@ class UserSpec(BaseModel):
 
 class AliasSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    source: Address
+    source: Annotated[str, AfterValidator(check_alias_source)]
     destinations: list[Address] = Field(min_length=1)
+
+
+class AliasDomainSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    alias: Domain
+    target: Domain
+
+    @model_validator(mode="after")
+    def _not_itself(self) -> AliasDomainSpec:
+        if self.alias == self.target:
+            raise ValueError(f"alias domain {self.alias} cannot point to itself")
+        return self
 
 
 class SeedFile(BaseModel):
@@ -110,6 +160,7 @@ class SeedFile(BaseModel):
     domains: list[Domain] = Field(default_factory=list)
     users: list[UserSpec] = Field(default_factory=list)
     aliases: list[AliasSpec] = Field(default_factory=list)
+    alias_domains: list[AliasDomainSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> SeedFile:
@@ -121,12 +172,15 @@ class SeedFile(BaseModel):
         sources = [alias.source for alias in self.aliases]
         if len(sources) != len(set(sources)):
             raise ValueError("an alias source is listed twice: give all its destinations in one entry")
+        alias_domains = [entry.alias for entry in self.alias_domains]
+        if len(alias_domains) != len(set(alias_domains)):
+            raise ValueError("an alias domain is listed twice")
         return self
 
 
 @dataclass(frozen=True)
 class Change:
-    action: str  # "add domain", "add user", "set password", "add alias"
+    action: str  # "add domain", "add user", "set password", "set quota", "set active", "add alias", ...
     target: str
     detail: str = ""
 
@@ -214,33 +268,58 @@ def load(path: Path) -> SeedFile:
     return parse(text, str(path))
 
 
+def _require_features(seed: SeedFile, flavour: Flavour) -> None:
+    if any(user.quota is not None for user in seed.users):
+        flavour.require("quota")
+    if any(user.active is not None for user in seed.users):
+        flavour.require("active")
+    if seed.alias_domains:
+        flavour.require("alias_domains")
+
+
 def plan(seed: SeedFile, store: Store, scheme: passwords.Scheme, cost: passwords.Cost) -> list[tuple[Change, object]]:
     """What applying `seed` would change, given what the database holds now. Each change carries the
-    value to write (a hash for users)."""
+    value to write (a hash for users: with its quota and active flag for a new one)."""
+    flavour = store.schema
+    _require_features(seed, flavour)
     domains = set(store.domains())
-    users = store.users()
+    rows = {row.address: row for row in store.user_rows()}
     aliases = store.aliases()
     changes: list[tuple[Change, object]] = []
     wanted_domains = list(dict.fromkeys(seed.domains))
     for domain in wanted_domains:
+        check_fits(flavour, "domain", domain)
         if domain not in domains:
             changes.append((Change("add domain", domain), domain))
     known = domains | set(wanted_domains)
     for user in seed.users:
+        check_fits(flavour, "address", user.address)
         if domain_of(user.address) not in known:
             raise MailstackError(f"user {user.address}: domain {domain_of(user.address)} is not a local domain",
                                  "add the domain under 'domains:'; nothing was changed")
-        current = users.get(user.address)
+        row = rows.get(user.address)
+        current = row.password if row else None
+        hashed: str | None
         if user.password_hash is not None:
-            if current != user.password_hash:
-                changes.append((Change("set password" if current else "add user", user.address, "given hash"),
-                                user.password_hash))
+            hashed = check_fits(flavour, "password_hash", user.password_hash) if current != user.password_hash \
+                else None
+            detail = "given hash"
+        else:
+            assert user.password is not None
+            fresh = current is None or not passwords.verify_password(user.password, current)
+            hashed = passwords.hash_password(user.password, scheme, cost) if fresh else None
+            detail = scheme
+        if row is None:
+            assert hashed is not None
+            changes.append((Change("add user", user.address, detail),
+                            (hashed, user.quota, True if user.active is None else user.active)))
             continue
-        assert user.password is not None
-        if current is not None and passwords.verify_password(user.password, current):
-            continue
-        changes.append((Change("set password" if current else "add user", user.address, scheme),
-                        passwords.hash_password(user.password, scheme, cost)))
+        if hashed is not None:
+            changes.append((Change("set password", user.address, detail), hashed))
+        if user.quota is not None and row.quota != user.quota:
+            changes.append((Change("set quota", user.address, f"{user.quota} bytes"), user.quota))
+        if user.active is not None and row.active != user.active:
+            changes.append((Change("set active", user.address, "active" if user.active else "disabled"), user.active))
     for alias in seed.aliases:
         if domain_of(alias.source) not in known:
             raise MailstackError(f"alias {alias.source}: domain {domain_of(alias.source)} is not a local domain",
@@ -248,6 +327,19 @@ def plan(seed: SeedFile, store: Store, scheme: passwords.Scheme, cost: passwords
         missing = [d for d in dict.fromkeys(alias.destinations) if d not in aliases.get(alias.source, [])]
         if missing:
             changes.append((Change("add alias", alias.source, " ".join(missing)), missing))
+    current_alias_domains = store.alias_domains() if seed.alias_domains else {}
+    for entry in seed.alias_domains:
+        for domain in (entry.alias, entry.target):
+            if domain not in known:
+                raise MailstackError(f"alias domain {entry.alias} -> {entry.target}: {domain} is not a local domain",
+                                     "add it under 'domains:'; nothing was changed")
+        if entry.alias in current_alias_domains:
+            if current_alias_domains[entry.alias] != entry.target:
+                raise MailstackError(f"alias domain {entry.alias} already points to "
+                                     f"{current_alias_domains[entry.alias]}", "seeding never changes an alias "
+                                     "domain's target; nothing was changed")
+            continue
+        changes.append((Change("add alias domain", entry.alias, entry.target), entry.target))
     return changes
 
 
@@ -256,11 +348,18 @@ def apply(changes: list[tuple[Change, object]], store: Store) -> None:
         if change.action == "add domain":
             store.add_domain(change.target)
         elif change.action == "add user":
-            store.add_user(change.target, str(value))
+            hashed, quota, active = value  # type: ignore[misc]
+            store.add_user(change.target, hashed, quota=quota, active=active)
         elif change.action == "set password":
             store.set_password(change.target, str(value))
+        elif change.action == "set quota":
+            store.set_quota(change.target, int(value))  # type: ignore[call-overload]
+        elif change.action == "set active":
+            store.set_active(change.target, bool(value))
         elif change.action == "add alias":
             store.add_alias(change.target, list(value))  # type: ignore[call-overload]
+        elif change.action == "add alias domain":
+            store.add_alias_domain(change.target, str(value))
 
 
 def seed_database(db: Database, seed: SeedFile, scheme: passwords.Scheme, cost: passwords.Cost,

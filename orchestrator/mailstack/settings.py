@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailstack.errors import MailstackError
@@ -45,9 +45,11 @@ class Settings(BaseSettings):
     seed_file: Path | None = None
     password_scheme: Literal["ARGON2ID", "BLF-CRYPT"] = "ARGON2ID"
     default_pass_scheme: str | None = Field(
-        None, description="Dovecot's scheme for unprefixed hashes (e.g. SHA512-CRYPT); default: password_scheme")
+        None, description="Dovecot's scheme for unprefixed hashes (e.g. SHA512-CRYPT); default: the flavour's")
     hash_cost: Literal["production", "fast"] = "production"
-    schema_flavour: Literal["default"] = "default"
+    schema_flavour: str = Field(
+        "default", validation_alias=AliasChoices("MAILSTACK_SCHEMA", "schema_flavour", "schema"),
+        description="the schema flavour: default, virtual or postfixadmin [env: MAILSTACK_SCHEMA]")
     mail_fsync: Literal["optimized", "always", "never"] = Field(
         "optimized", description="Dovecot's fsync after delivery; test stacks use never")
     queue_in_memory: bool = Field(
@@ -83,15 +85,19 @@ class Settings(BaseSettings):
             raise ValueError(f"Dovecot knows no password scheme {value!r} (e.g. SHA512-CRYPT, MD5-CRYPT, CRYPT)")
         return value.upper()
 
+    @field_validator("schema_flavour")
+    @classmethod
+    def _known_flavour(cls, value: str) -> str:
+        from mailstack.schema import FLAVOURS  # noqa: PLC0415 - settings stay importable on their own
+
+        if value not in FLAVOURS:
+            raise ValueError(f"must be one of {', '.join(FLAVOURS)}")
+        return value
+
     @field_validator("state_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
-
-    @property
-    def unprefixed_scheme(self) -> str:
-        """The default_pass_scheme Dovecot's passdb gets (our own hashes always carry a prefix)."""
-        return self.default_pass_scheme or self.password_scheme
 
     def ports(self) -> dict[str, int]:
         return {name: getattr(self, f"{name}_port") for name in PORT_NAMES}
@@ -116,8 +122,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "settings"
+        if field in ("MAILSTACK_SCHEMA", "schema", "schema_flavour"):
+            field = "schema"
         raise MailstackError(
-            f"invalid setting {field}: {first['msg']}",
+            f"invalid setting {field}: {first['msg'].removeprefix('Value error, ')}",
             f"check MAILSTACK_{field.upper()} in your environment or .env, or the matching flag",
         ) from exc
 

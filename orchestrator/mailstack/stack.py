@@ -224,7 +224,7 @@ class Stack:
         if plan is None and production_render.from_production(s.config_dir):
             return creds
         schema.render_configs(s.config_dir, schema.flavour(s.schema_flavour), creds["db_mail_password"],
-                              s.unprefixed_scheme)
+                              s.password_scheme, default_pass_scheme=s.default_pass_scheme)
         if plan is not None:
             production_render.render_plan(s.config_dir, plan, creds["db_mail_password"])
         return creds

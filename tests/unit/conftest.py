@@ -7,16 +7,46 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import pytest
-from mailstack.schema import domain_of
+from mailstack.schema import DEFAULT, Flavour, UserRow, domain_of
 
 
 class FakeStore:
     """Store's reads and writes over dicts, with the SQL's semantics (INSERT IGNORE, FK cascades)."""
 
-    def __init__(self) -> None:
+    def __init__(self, schema: Flavour = DEFAULT) -> None:
+        self.schema = schema
         self.domain_names: list[str] = []
         self.user_hashes: dict[str, str] = {}
+        self.quotas: dict[str, int] = {}
+        self.inactive: set[str] = set()
         self.alias_rows: list[tuple[str, str]] = []
+        self.alias_domain_rows: dict[str, str] = {}
+
+    def user_rows(self) -> list[UserRow]:
+        return [UserRow(address, hashed, self.quotas.get(address, 0) if self.schema.supports("quota") else None,
+                        address not in self.inactive if self.schema.supports("active") else None)
+                for address, hashed in sorted(self.user_hashes.items())]
+
+    def set_quota(self, address: str, quota: int) -> bool:
+        self.schema.require("quota")
+        self.quotas[address] = quota
+        return address in self.user_hashes
+
+    def set_active(self, address: str, active: bool) -> bool:
+        self.schema.require("active")
+        (self.inactive.discard if active else self.inactive.add)(address)
+        return address in self.user_hashes
+
+    def alias_domains(self) -> dict[str, str]:
+        self.schema.require("alias_domains")
+        return dict(self.alias_domain_rows)
+
+    def add_alias_domain(self, alias: str, target: str) -> bool:
+        self.schema.require("alias_domains")
+        if alias in self.alias_domain_rows:
+            return False
+        self.alias_domain_rows[alias] = target
+        return True
 
     def create_tables(self) -> None:
         return None
@@ -54,7 +84,13 @@ class FakeStore:
         self.alias_rows = [(s, d) for s, d in self.alias_rows if domain_of(s) != name]
         return True
 
-    def add_user(self, address: str, password_hash: str) -> bool:
+    def add_user(self, address: str, password_hash: str, quota: int | None = None, active: bool = True) -> bool:
+        if quota is not None:
+            self.schema.require("quota")
+            self.quotas[address] = quota
+        if not active:
+            self.schema.require("active")
+            self.inactive.add(address)
         if domain_of(address) not in self.domain_names:
             return False
         if address in self.user_hashes:
@@ -89,8 +125,9 @@ class FakeStore:
 class FakeDatabase:
     """Database.transaction() semantics: the block's changes are kept on success, undone on failure."""
 
-    def __init__(self) -> None:
-        self.store = FakeStore()
+    def __init__(self, schema: Flavour = DEFAULT) -> None:
+        self.schema = schema
+        self.store = FakeStore(schema)
         self.transactions = 0
 
     @contextmanager
@@ -104,6 +141,9 @@ class FakeDatabase:
             raise
 
     def create_tables(self) -> None:
+        return None
+
+    def check_flavour(self) -> None:
         return None
 
     def snapshot(self) -> tuple[list[str], dict[str, str], list[tuple[str, str]]]:

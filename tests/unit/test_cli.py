@@ -249,3 +249,23 @@ def test_error_messages_with_brackets_are_printed_as_they_are(tmp_path: Path, mo
     result = run(tmp_path, "domain", "list")
     assert error_lines(result) == ["error: smtpd said [private/dovecot-lmtp] and [bold]x[/bold]",
                                    "hint: see [red]logs[/red]"]
+
+
+def test_cli_alias_domain_on_the_default_flavour_is_one_line_naming_it(tmp_path: Path, no_stack: list[str]) -> None:
+    result = run(tmp_path, "alias-domain", "add", "alias.test", "example.test")
+    assert result.exit_code == 1
+    assert error_lines(result)[0] == "error: the default schema has no alias domains"
+    assert not no_stack
+
+
+def test_cli_quota_on_the_default_flavour_names_it_before_asking_a_password(tmp_path: Path,
+                                                                           no_stack: list[str]) -> None:
+    result = run(tmp_path, "user", "add", "a@example.test", "--quota", "50M", "--password-stdin", input="pw-pw-pw-pw\n")
+    assert result.exit_code == 1 and error_lines(result)[0] == "error: the default schema has no quotas"
+
+
+def test_cli_schema_option_selects_the_flavour(tmp_path: Path, no_stack: list[str]) -> None:
+    result = runner.invoke(cli.app, ["--project", "unit", "--state-dir", str(tmp_path), "--schema", "virtual",
+                                     "user", "disable", "a@example.test"])
+    assert result.exit_code == 1
+    assert error_lines(result)[0] == "error: the virtual schema has no disabled users (no active column)"

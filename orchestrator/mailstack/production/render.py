@@ -35,7 +35,9 @@ def render_plan(config_dir: Path, plan: Plan, mail_password: str) -> None:
                   (HEADER.replace("\n", ": postconf calls, FLAG<TAB>ARG\n") + commands).encode())
 
     if plan.dump is not None:  # production's dump creates its own tables: none of the flavour's beside them
-        write_private(config_dir / "mysql" / "schema.sql", b"-- tables come from the production dump\n")
+        record = "".join(f"{statement};\n" for statement in schema.flavour_record(plan.flavour))
+        write_private(config_dir / "mysql" / "schema.sql",
+                      ("-- tables come from the production dump\n" + record).encode())
 
     dovecot_dir = config_dir / "dovecot"
     sql = plan.dovecot_sql

@@ -1,0 +1,192 @@
+"""The schema flavours as rendered (exact queries, postconf commands), their Store statements against a
+recording cursor, the seed's new keys and the one-line errors naming the flavour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mailstack import passwords, schema
+from mailstack.accounts import Accounts
+from mailstack.errors import MailstackError
+from mailstack.seed import parse, plan
+
+from .conftest import FakeDatabase
+
+
+def _rendered(tmp_path: Path, flavour: schema.Flavour) -> tuple[dict[str, str], str, list[str]]:
+    schema.render_configs(tmp_path, flavour, "pw-pw-pw-pw", "ARGON2ID", postconf_commands=[("-e", "x = 1")])
+    maps = {path.stem: next(line for line in path.read_text().splitlines() if line.startswith("query = "))[8:]
+            for path in (tmp_path / "postfix").glob("*.cf")}
+    overrides = [line for line in (tmp_path / "postfix" / "postconf.overrides").read_text().splitlines()
+                 if not line.startswith("#")]
+    return maps, (tmp_path / "dovecot" / "dovecot-sql.conf.ext").read_text(), overrides
+
+
+def test_virtual_renders_the_tutorials_queries(tmp_path: Path) -> None:
+    maps, dovecot, overrides = _rendered(tmp_path, schema.VIRTUAL)
+    assert maps["mysql-virtual-mailbox-domains"] == "SELECT 1 FROM virtual_domains WHERE name='%s'"
+    assert maps["mysql-virtual-mailbox-maps"] == "SELECT 1 FROM virtual_users WHERE email='%s'"
+    assert maps["mysql-virtual-alias-maps"] == "SELECT destination FROM virtual_aliases WHERE source='%s'"
+    assert maps["mysql-email2email"] == "SELECT email FROM virtual_users WHERE email='%s'"
+    assert "server_uptime" in maps
+    assert "password_query = SELECT email AS user, password FROM virtual_users WHERE email='%u'\n" in dovecot
+    assert "CONCAT('*:bytes=', quota) AS quota_rule" in dovecot
+    assert "default_pass_scheme = SHA512-CRYPT\n" in dovecot
+    assert "-e\tvirtual_alias_maps = mysql:/etc/postfix/sql/mysql-virtual-alias-maps.cf, " \
+           "mysql:/etc/postfix/sql/mysql-email2email.cf" in overrides
+    assert overrides[-1] == "-e\tx = 1"  # the caller's commands come after the flavour's
+
+
+def test_postfixadmin_renders_its_documented_queries(tmp_path: Path) -> None:
+    maps, dovecot, overrides = _rendered(tmp_path, schema.POSTFIXADMIN)
+    assert maps["mysql_virtual_domains_maps"] == "SELECT domain FROM domain WHERE domain='%s' AND active = '1'"
+    assert maps["mysql_virtual_alias_maps"] == "SELECT goto FROM alias WHERE address='%s' AND active = '1'"
+    assert maps["mysql_virtual_alias_domain_maps"] == (
+        "SELECT goto FROM alias,alias_domain WHERE alias_domain.alias_domain = '%d' and alias.address = "
+        "CONCAT('%u', '@', alias_domain.target_domain) AND alias.active='1' AND alias_domain.active='1'")
+    assert maps["mysql_virtual_mailbox_maps"] == "SELECT maildir FROM mailbox WHERE username='%s' AND active = '1'"
+    assert maps["mysql_mailbox_maps"] == "SELECT username FROM mailbox WHERE username = '%s' AND active = '1'"
+    assert ("password_query = SELECT username AS user,password FROM mailbox WHERE username = '%u' "
+            "AND active='1'\n") in dovecot
+    assert "CONCAT('/var/mail/vmail/', maildir) AS home" in dovecot and "AS quota_rule" in dovecot
+    assert "iterate_query = SELECT username as user FROM mailbox WHERE active = '1'\n" in dovecot
+    assert ("-e\tvirtual_mailbox_maps = mysql:/etc/postfix/sql/mysql_virtual_mailbox_maps.cf, "
+            "mysql:/etc/postfix/sql/mysql_virtual_alias_domain_mailbox_maps.cf") in overrides
+    ddl = (tmp_path / "mysql" / "schema.sql").read_text()
+    assert "latin1_general_ci" in ddl and "`quota2`" in ddl and "INSERT IGNORE INTO mailstack_schema" in ddl
+
+
+def test_default_renders_what_main_cf_already_says(tmp_path: Path) -> None:
+    maps, dovecot, overrides = _rendered(tmp_path, schema.DEFAULT)
+    assert maps["virtual_domains"] == "SELECT 1 FROM domains WHERE name = '%s'"
+    assert "default_pass_scheme = ARGON2ID\n" in dovecot
+    main_cf = (Path(__file__).parents[2] / "images" / "postfix" / "main.cf").read_text()
+    for line in overrides[:-1]:
+        parameter, value = line.removeprefix("-e\t").split(" = ")
+        assert f"{parameter} = {value}\n" in main_cf
+
+
+def test_switching_flavour_leaves_no_stale_map_files(tmp_path: Path) -> None:
+    _rendered(tmp_path, schema.DEFAULT)
+    maps, _, _ = _rendered(tmp_path, schema.VIRTUAL)
+    assert "virtual_domains" not in maps
+
+
+class RecordingCursor:
+    def __init__(self, answers: dict[str, Any] | None = None) -> None:
+        self.statements: list[tuple[str, Any]] = []
+        self.answers = answers or {}
+        self._last: Any = ()
+
+    def execute(self, query: str, args: Any = None) -> int:
+        self.statements.append((query, args))
+        self._last = next((rows for key, rows in self.answers.items() if key in query), ())
+        return 1
+
+    def fetchall(self) -> Any:
+        return self._last
+
+    def fetchone(self) -> Any:
+        return self._last[0] if self._last else None
+
+
+def test_postfixadmin_user_gets_its_maildir_and_self_alias() -> None:
+    cursor = RecordingCursor()
+    store = schema.POSTFIXADMIN.store(cursor)
+    assert store.add_user("alice@example.test", "{ARGON2ID}x", quota=1024, active=True)
+    insert, params = cursor.statements[0]
+    assert insert.startswith("INSERT INTO mailbox")
+    assert params["maildir"] == "example.test/alice/" and params["quota"] == 1024 and params["local_part"] == "alice"
+    assert cursor.statements[-1][1]["goto"] == "alice@example.test"
+
+
+def test_postfixadmin_alias_merges_destinations_into_goto() -> None:
+    cursor = RecordingCursor({"SELECT domain FROM domain": (("example.test",),),
+                              "SELECT address, goto FROM alias": (("team@example.test", "a@x.test"),)})
+    store = schema.POSTFIXADMIN.store(cursor)
+    assert store.add_alias("team@example.test", ["a@x.test", "b@x.test"]) == 1
+    assert cursor.statements[-1][1] == {"address": "team@example.test", "goto": "a@x.test,b@x.test"}
+
+
+def test_virtual_statements_name_the_tutorials_tables() -> None:
+    cursor = RecordingCursor()
+    schema.VIRTUAL.store(cursor).add_user("bob@example.test", "{ARGON2ID}y", quota=5)
+    query, params = cursor.statements[0]
+    assert "INSERT INTO virtual_users (domain_id, email, password, quota)" in query and params["quota"] == 5
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("users:\n  - address: a@example.test\n    password: long-enough\n    quota: lots\n",
+     "<seed>:4: users.0.quota: 'lots' is not a size"),
+    ("alias_domains:\n  - alias: alias.test\n    target: example.test\n    goal: x\n",
+     "<seed>:4: alias_domains.0.goal: unknown key"),
+    ("alias_domains:\n  - {alias: same.test, target: same.test}\n", "cannot point to itself"),
+])
+def test_seed_new_keys_are_validated_with_file_and_line(text: str, message: str) -> None:
+    with pytest.raises(MailstackError) as refused:
+        parse(text)
+    assert message in refused.value.message
+
+
+def test_seed_sizes_and_flags() -> None:
+    seed = parse("users:\n  - {address: a@example.test, password: long-enough, quota: 50M, active: false}\n")
+    assert seed.users[0].quota == 50 * 1024**2 and seed.users[0].active is False
+
+
+def test_seed_with_quota_on_the_default_flavour_names_the_flavour(fake_db: FakeDatabase) -> None:
+    seed = parse("domains: [example.test]\nusers:\n  - {address: a@example.test, password: long-enough, quota: 1G}\n")
+    with pytest.raises(MailstackError) as refused:
+        plan(seed, fake_db.store, "ARGON2ID", "fast")  # type: ignore[arg-type]
+    assert refused.value.message == "the default schema has no quotas"
+
+
+def test_seed_plans_quota_and_alias_domains_on_postfixadmin() -> None:
+    db = FakeDatabase(schema.POSTFIXADMIN)
+    seed = parse("domains: [example.test, alias.test]\nusers:\n  - {address: a@example.test, password: long-enough, "
+                 "quota: 10K}\nalias_domains:\n  - {alias: alias.test, target: example.test}\n")
+    changes = plan(seed, db.store, "ARGON2ID", "fast")  # type: ignore[arg-type]
+    assert [str(change) for change, _ in changes][-1] == "add alias domain alias.test (example.test)"
+    assert changes[2][1][1] == 10 * 1024  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda a: a.add_alias_domain("alias.test", "example.test"), "the default schema has no alias domains"),
+    (lambda a: a.add_user("a@example.test", "long-enough", quota="1M"), "the default schema has no quotas"),
+    (lambda a: a.set_active("a@example.test", False), "the default schema has no disabled users"),
+])
+def test_accounts_name_the_flavour_that_lacks_a_feature(fake_db: FakeDatabase, call: Any, message: str) -> None:
+    accounts = Accounts(lambda: fake_db, cost="fast")  # type: ignore[arg-type, return-value]
+    with pytest.raises(MailstackError) as refused:
+        call(accounts)
+    assert refused.value.message.startswith(message)
+    assert fake_db.transactions == 0
+
+
+def test_virtual_refuses_an_address_wider_than_its_column(fake_db: FakeDatabase) -> None:
+    accounts = Accounts(lambda: fake_db, cost="fast", flavour=schema.VIRTUAL)  # type: ignore[arg-type, return-value]
+    with pytest.raises(MailstackError) as refused:
+        accounts.add_domain("d" * 60 + ".test")
+    assert "the virtual schema's column holds at most 50" in refused.value.message
+
+
+def test_orchestrator_hashes_fit_the_virtual_password_column() -> None:
+    for scheme in ("ARGON2ID", "BLF-CRYPT"):
+        assert len(passwords.hash_password("a-long-password", scheme, "production")) <= schema.VIRTUAL.limits.password
+
+
+def test_pytest_option_reaches_mailstack() -> None:
+    from mailstack.pytest_plugin import stack_options
+
+    assert stack_options(False, None, None, "postfixadmin")["schema"] == "postfixadmin"
+    assert "schema" not in stack_options(False, None, None)
+
+
+def test_mailstack_takes_the_schema_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailstack.api import MailStack
+
+    monkeypatch.delenv("MAILSTACK_SCHEMA", raising=False)
+    assert MailStack(schema="virtual").settings.schema_flavour == "virtual"
+    monkeypatch.setenv("MAILSTACK_SCHEMA", "postfixadmin")
+    assert MailStack().settings.schema_flavour == "postfixadmin"
