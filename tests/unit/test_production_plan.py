@@ -136,7 +136,10 @@ def test_dovecot_rules(pfa, isp) -> None:
     assert isinstance(d.find("service/auth"), Dropped)
     assert pfa.mail_root == "/var/mail/vmail"
     assert "passdb" not in pfa.dovecot_config and "service" not in pfa.dovecot_config
-    assert "plugin {\n  quota = dict:storage=200000 proxy::quota\n}" in pfa.dovecot_config
+    # the quota dict's proxy service is not in the stack: the stack's Maildir++ quota, limits from quota_rule
+    assert "plugin {\n  quota = maildir:User quota\n}" in pfa.dovecot_config
+    quota = pfa.dovecot.find("plugin/quota")
+    assert isinstance(quota, Rewritten) and quota.old == "dict:storage=200000 proxy::quota"
     assert isp.mail_root == "/var/vmail"
     assert isp.dovecot.find("ssl_dh").why == "the DH parameter file is not in the stack (ECDHE ciphers are used)"
     assert "dovecot protocol sieve dropped: not in the stack (no sieve service)" in isp.warnings

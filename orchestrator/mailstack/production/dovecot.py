@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import glob
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -266,14 +266,14 @@ def _setting_rule(node: Node, label: str, out: DovecotOutcome) -> str | None:
         kept = [p for p in wanted if p in STACK_PROTOCOLS]
         for other in (p for p in wanted if p not in STACK_PROTOCOLS and not p.startswith("$")):
             out.warnings.append(f"dovecot protocol {other} dropped: not in the stack (no {other} service)")
-        if "lmtp" not in kept:
-            kept.append("lmtp")
+        kept += [p for p in STACK_PROTOCOLS if p not in kept]
         final = " ".join(kept)
         if final == unquote(value).strip():
             out.kept.append(Kept(label, value))
         else:
             out.rewritten.append(Rewritten(label, value, final,
-                                           "only imap, pop3 and lmtp are in the stack (it delivers by LMTP)"))
+                                           "the stack serves imap and pop3 (its IMAPS/POP3S endpoints) and delivers "
+                                           "by lmtp; no other protocol is in it"))
         return final
     if key == "mail_plugins":
         final, missing = _filter_plugins(value)
@@ -340,9 +340,28 @@ def _section_rule(node: Node, out: DovecotOutcome, counters: dict[str, int]) -> 
                 if value is not None:
                     lines.append(f"  {child.key} = {value}")
         return lines + ["}"]
+    if node.key == "plugin":
+        node = _stack_quota_backends(node, label, out)
     out.kept.append(Kept(label, " ".join(
         line.strip() if "=" not in line else _mask_line(line.strip()) for line in render(node))))
     return render(node)
+
+
+QUOTA_ROOT = re.compile(r"^quota\d*$")
+STACK_QUOTA = "maildir:User quota"  # images/dovecot/dovecot.conf: Maildir++ quota, limits from quota_rule
+
+
+def _stack_quota_backends(node: Node, label: str, out: DovecotOutcome) -> Node:
+    """A quota root kept in a dict (a proxy to SQL, redis, ...) needs the dict service the stack has not:
+    it becomes the stack's Maildir++ quota (the limits still come from production's quota_rule)."""
+    children = []
+    for child in node.children:
+        if not child.is_section and QUOTA_ROOT.match(child.key) and (child.value or "").startswith("dict:"):
+            out.rewritten.append(Rewritten(f"{label}/{child.key}", child.value or "", STACK_QUOTA,
+                                           "its dict backend is not in the stack; usage is counted in the maildirs"))
+            child = replace(child, value=STACK_QUOTA)
+        children.append(child)
+    return replace(node, children=children)
 
 
 def _mask_line(line: str) -> str:
