@@ -4,7 +4,10 @@
   (from the progress messages) and how many CLI processes (docker, docker compose) one start spawns;
 - its teardown (containers, volumes, network and state directory removed);
 - attaching to a running stack with reuse=True (--mailstack-reuse), median of --reuse runs;
-- one add_user (what the mail_user fixture does per test), median and p95 of --users calls.
+- one add_user (what the mail_user fixture does per test), median and p95 of --users calls;
+- --parallel stacks started at once (what `pytest -n N` does): each start's time under that contention, the
+  containers' memory per stack (cgroup usage as `docker stats` reports it) and what each extra stack took
+  of the machine's MemAvailable (containers, their shims and the engine's bookkeeping).
 
 Prints a table; asserts nothing. Its stacks use their own project names and random ports, so a `make up`
 stack keeps running. The machine may be shared: compare the figures of runs made together, and repeat.
@@ -22,12 +25,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from mailstack.api import MailStack
 from mailstack.stack import Stack
 
-TARGETS = {"fresh stack ready": "<= 3 s from cached images", "mail_user": "< 50 ms"}
+TARGETS = {"fresh stack ready": "<= 3 s from cached images", "mail_user": "< 50 ms",
+           "each extra stack": "<= 50 MiB"}
 
 
 COMPOSE_VERBS = ("up", "down", "ps", "start", "stop", "build", "version", "config", "logs", "create")
@@ -105,6 +110,7 @@ def main() -> None:
     parser.add_argument("--fresh", type=int, default=5, help="fresh starts to time")
     parser.add_argument("--reuse", type=int, default=5, help="reuse attaches to time")
     parser.add_argument("--users", type=int, default=100, help="add_user calls to time")
+    parser.add_argument("--parallel", type=int, default=4, help="stacks started at once (pytest -n N)")
     args = parser.parse_args()
     rows: list[tuple[str, str]] = []
     print(f"load average before: {load()}")
@@ -156,12 +162,60 @@ def main() -> None:
         Stack(first.settings).down(volumes=True)
         shutil.rmtree(first.settings.state_dir, ignore_errors=True)
 
+    rows += parallel_stacks(args.parallel)
+
     width = max(len(label) for label, _ in rows)
     print(f"\n{'figure':<{width}}  value")
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
     print(f"\nload average after: {load()}")
     print("targets: " + "; ".join(f"{name} {target}" for name, target in TARGETS.items()))
+
+
+def mem_available_mib() -> float:
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def containers_mib(stack: MailStack) -> float:
+    ids = [c.id for c in stack.stack.containers()]
+    lines = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", *ids],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    units = {"KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0}
+    total = 0.0
+    for line in lines:
+        used = line.split("/")[0].strip()
+        unit = next(u for u in units if used.endswith(u))
+        total += float(used[: -len(unit)]) * units[unit]
+    return total
+
+
+def parallel_stacks(count: int) -> list[tuple[str, str]]:
+    """count stacks started together (as pytest -n count's workers do), then their memory."""
+    if count < 2:
+        return []
+    subprocess.run(["sync"], check=True)
+    before = mem_available_mib()
+    stacks = [MailStack() for _ in range(count)]
+    starts: list[float] = []
+    try:
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            starts = list(pool.map(lambda s: timed(s.start), stacks))
+        time.sleep(10)  # let the stacks settle into idle before sampling memory (a measurement, not a sync)
+        after = mem_available_mib()
+        per_stack = [containers_mib(s) for s in stacks]
+    finally:
+        for stack in stacks:
+            stack.stop()
+    return [
+        (f"{count} stacks started at once: each until ready", spread(starts)),
+        (f"{count} stacks: containers' memory per stack", spread(per_stack, "MiB")),
+        (f"{count} stacks: machine MemAvailable taken per stack", f"{(before - after) / count:.1f} MiB "
+         f"({before - after:.0f} MiB for {count}, page cache included)"),
+    ]
 
 
 @contextmanager

@@ -400,10 +400,9 @@ def test_postfix_with_a_broken_main_cf_exits_and_says_why(stack: MailStack, tmp_
     fails before Postfix's log service runs, and Postfix would tell why only to a terminal: the container
     must not just exit 1 in silence."""
     image = next(name for name in stack.stack.image_names() if name.startswith("mailstack-postfix:"))
-    main_cf = tmp_path / "main.cf"
-    main_cf.write_text((Path(__file__).parents[2] / "images/postfix/main.cf").read_text()
-                       + "default_process_limit = abc\n")
-    done = subprocess.run(["docker", "run", "--rm", "-v", f"{main_cf}:/etc/postfix/main.cf:ro", image],
+    # production settings reach main.cf as rendered postconf calls (`up --from`): one of them is bad
+    (tmp_path / "postconf.overrides").write_text("-e\tdefault_process_limit=abc\n")
+    done = subprocess.run(["docker", "run", "--rm", "-v", f"{tmp_path}:/run/mailstack/postfix:ro", image],
                           capture_output=True, text=True, timeout=120, check=False)
     output = done.stdout + done.stderr
     assert done.returncode == 1, output

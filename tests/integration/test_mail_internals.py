@@ -4,6 +4,8 @@ Postfix's chroot, socket owners, maildir ownership."""
 from __future__ import annotations
 
 import smtplib
+import time
+import uuid
 
 import pytest
 from mailstack import passwords
@@ -96,3 +98,23 @@ def test_maildir_belongs_to_vmail(mailstack: MailStack, mail_user: User, unique:
     local, domain = mail_user.address.split("@")
     owner = mailstack.stack.exec("dovecot", ["stat", "-c", "%u:%g", f"/var/mail/vmail/{domain}/{local}/Maildir/new"])
     assert owner.stdout.decode().strip() == "5000:5000"
+
+
+def test_postfix_notices_to_postmaster_are_delivered_not_looped(mailstack: MailStack) -> None:
+    """Postfix sends its own notices (notify_classes, double bounces) to postmaster@$myhostname: that must be a
+    local address (Debian's mydestination), else each notice bounces with "loops back to myself"."""
+    marker = f"notice-{uuid.uuid4().hex[:8]}"
+    mailstack.stack.exec("postfix", ["sendmail", "-f", "", "postmaster"],
+                         input=f"Subject: {marker}\n\na notice as Postfix would send it\n".encode())
+    deadline = time.monotonic() + 15
+    while True:
+        log = mailstack.stack.logs("postfix")
+        delivered = [line for line in log.splitlines() if "orig_to=<postmaster>" in line and "relay=local" in line
+                     and "status=sent" in line]
+        if delivered or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)  # poll interval, bounded by the deadline
+    assert delivered, "\n".join(line for line in log.splitlines() if "postmaster" in line)[-2000:]
+    assert "loops back to myself" not in log
+    mailbox = mailstack.stack.exec("postfix", ["grep", "-c", marker, "/var/mail/root"]).stdout.strip()
+    assert mailbox == b"1"
