@@ -25,6 +25,7 @@ from mailstack import passwords, provision, schema
 from mailstack.db import Database
 from mailstack.errors import MailstackError, NotReady, PortTaken
 from mailstack.production import Plan, load_dump, make_plan, read_dir
+from mailstack.queue import Queue, QueueEntry
 from mailstack.seed import (
     SeedFile,
     check_address,
@@ -373,6 +374,10 @@ class MailStack:
             for domain in (alias, target):
                 store.add_domain(domain)
             store.add_alias_domain(alias, target)
+
+    def queue(self) -> list[QueueEntry]:
+        """What waits in Postfix's queue now (postqueue -j)."""
+        return Queue(self.stack).entries()
 
     # --- mail ---------------------------------------------------------------------------------
 

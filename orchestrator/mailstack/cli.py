@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from mailstack import accounts as accounts_module
 from mailstack import chroot, client, doctor, schema, trace
 from mailstack import provision as provisioning
+from mailstack import queue as queue_module
 from mailstack.db import Database
 from mailstack.errors import MailstackError
 from mailstack.settings import Settings, load_settings
@@ -59,6 +60,9 @@ app.add_typer(domain_app, name="domain")
 app.add_typer(user_app, name="user")
 app.add_typer(alias_app, name="alias")
 app.add_typer(alias_domain_app, name="alias-domain")
+queue_app = typer.Typer(help="Postfix's queue: list, show, flush, hold, release, delete, requeue.",
+                        no_args_is_help=True)
+app.add_typer(queue_app, name="queue")
 
 ProjectOpt = Annotated[str | None, typer.Option("--project", "-p",
                                                 help="compose project name [env: MAILSTACK_PROJECT]")]
@@ -619,6 +623,59 @@ def client_config(ctx: typer.Context, address: str, as_json: JsonOpt = False) ->
     out.print(Text(f"CA file to trust: {config['ca_cert']}"), soft_wrap=True)
     for note in config["notes"]:  # type: ignore[attr-defined]
         out.print(Text(f"- {note}"), soft_wrap=True)
+
+
+# --- queue ---------------------------------------------------------------------------------------
+
+QueueIdsArg = Annotated[list[str] | None, typer.Argument(help="queue ids (`mailstack queue list`)")]
+AllOpt = Annotated[bool, typer.Option("--all", help="every message in the queue")]
+
+
+def _queue(ctx: typer.Context) -> queue_module.Queue:
+    stack = ctx.obj.stack()
+    stack.require_running(["postfix"])  # the queue is Postfix's: it is there to see while Dovecot is down
+    return queue_module.Queue(stack)
+
+
+@queue_app.command("list")
+def queue_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """What is in Postfix's queue (postqueue -j): id, queue, size, sender, recipients and why it waits."""
+    entries = _queue(ctx).entries()
+    if as_json:
+        _print_json([entry.as_dict() for entry in entries])
+        return
+    rows = [[e.queue_id, e.queue_name, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.arrival_time)),
+             e.message_size, e.sender or "<>", ", ".join(r.address for r in e.recipients),
+             "; ".join(sorted({r.delay_reason for r in e.recipients if r.delay_reason}))] for e in entries]
+    out.print(_table(f"queue: {len(entries)} message(s)", ["id", "queue", "arrived", "bytes", "sender",
+                                                            "recipients", "why it waits"], rows))
+
+
+@queue_app.command("show")
+def queue_show(ctx: typer.Context, queue_id: str) -> None:
+    """One queued message as postcat shows it: envelope, headers, body."""
+    sys.stdout.write(_queue(ctx).show(queue_id))
+
+
+@queue_app.command("flush")
+def queue_flush(ctx: typer.Context) -> None:
+    """Try every deferred message again now (postqueue -f)."""
+    _queue(ctx).flush()
+    report("flushed: Postfix is delivering what it can")
+
+
+def _queue_action(action: str, done: str) -> Callable[..., None]:
+    def command(ctx: typer.Context, queue_ids: QueueIdsArg = None, everything: AllOpt = False) -> None:
+        count = _queue(ctx).act(action, queue_ids or [], everything)
+        report(f"{done}: {count} message(s)")
+    command.__doc__ = f"{action.capitalize()} queued messages (postsuper): the given ids, or --all."
+    return command
+
+
+queue_app.command("hold")(_queue_action("hold", "placed on hold"))
+queue_app.command("release")(_queue_action("release", "released from hold"))
+queue_app.command("delete")(_queue_action("delete", "deleted"))
+queue_app.command("requeue")(_queue_action("requeue", "requeued"))
 
 
 def main() -> None:

@@ -423,8 +423,10 @@ class Stack:
         found = self.snapshot() if snapshot is None else snapshot
         return all(service in found and found[service].running for service in SERVICES)
 
-    def require_running(self) -> None:
-        if not self.is_running():
+    def require_running(self, services: Sequence[str] = SERVICES) -> None:
+        """The stack runs (or at least the given services: the queue tools need only Postfix)."""
+        found = self.snapshot()
+        if not all(service in found and found[service].running for service in services):
             raise StackNotRunning(self.settings.project)
 
     def is_disposable(self) -> bool | None:

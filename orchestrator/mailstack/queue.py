@@ -1,0 +1,99 @@
+"""Postfix's queue with Postfix's own tools: `postqueue -j` to list, `postcat` to show, `postsuper` to hold,
+release, delete and requeue, `postqueue -f` to flush. Queue ids are checked against the queue first, so
+an unknown id is one clear error and nothing is changed."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from mailstack.errors import MailstackError
+from mailstack.stack import Stack
+
+QUEUE_ID = re.compile(r"^[0-9A-Za-z]{6,20}$")  # short (hex) or long (hash_queue_names-free) queue ids
+ACTIONS = {"hold": "-h", "release": "-H", "delete": "-d", "requeue": "-r"}
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    delay_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One message in Postfix's queue, as `postqueue -j` describes it."""
+
+    queue_id: str
+    queue_name: str  # incoming, active, deferred, hold, corrupt
+    arrival_time: int
+    message_size: int
+    sender: str
+    recipients: tuple[Recipient, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def parse_postqueue_json(output: str) -> list[QueueEntry]:
+    """`postqueue -j` prints one JSON object per line."""
+    entries = []
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        data = json.loads(line)
+        entries.append(QueueEntry(
+            queue_id=data["queue_id"], queue_name=data["queue_name"], arrival_time=int(data["arrival_time"]),
+            message_size=int(data["message_size"]), sender=data.get("sender", ""),
+            recipients=tuple(Recipient(r["address"], r.get("delay_reason")) for r in data.get("recipients", []))))
+    return entries
+
+
+class Queue:
+    """The operations behind `mailstack queue`, on a running stack's Postfix container."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+
+    def entries(self) -> list[QueueEntry]:
+        return parse_postqueue_json(self.stack.exec("postfix", ["postqueue", "-j"]).stdout.decode(errors="replace"))
+
+    def show(self, queue_id: str) -> str:
+        """The queued message as postcat shows it: envelope, headers and body."""
+        self._known([queue_id])
+        return self.stack.exec("postfix", ["postcat", "-q", "-b", "-h", "-e", queue_id]).stdout.decode(
+            errors="replace")
+
+    def flush(self) -> None:
+        """Attempt delivery of every deferred message now."""
+        self.stack.exec("postfix", ["postqueue", "-f"])
+
+    def act(self, action: str, queue_ids: Iterable[str] = (), everything: bool = False) -> int:
+        """hold / release / delete / requeue the given messages (or all); returns how many were affected."""
+        flag = ACTIONS[action]
+        ids = list(dict.fromkeys(queue_ids))
+        if everything == bool(ids):
+            raise MailstackError(f"queue {action}: give queue ids or --all (not both)",
+                                 "`mailstack queue list` shows the ids")
+        if not everything:
+            self._known(ids)
+        argv = ["postsuper", flag, "-"] if not everything else ["postsuper", flag, "ALL"]
+        result = self.stack.exec("postfix", argv, input="".join(f"{i}\n" for i in ids).encode() if ids else None)
+        # postsuper reports on stderr, e.g. "postsuper: Placed on hold: 2 messages"
+        said = result.stderr.decode(errors="replace")
+        counts = [int(n) for n in re.findall(r": (\d+) messages?", said)]
+        return sum(counts)
+
+    def _known(self, queue_ids: list[str]) -> None:
+        bad = [i for i in queue_ids if not QUEUE_ID.match(i)]
+        if bad:
+            raise MailstackError(f"not a queue id: {bad[0]!r}", "queue ids look like 4F2C21A0B3; "
+                                 "`mailstack queue list` shows them")
+        present = {entry.queue_id for entry in self.entries()}
+        missing = [i for i in queue_ids if i not in present]
+        if missing:
+            raise MailstackError(f"no message {missing[0]} in the queue" + (
+                f" (and {len(missing) - 1} more unknown id(s))" if len(missing) > 1 else ""),
+                "`mailstack queue list` shows what is queued; nothing was changed")

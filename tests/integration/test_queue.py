@@ -1,0 +1,103 @@
+"""Queue tools on a real Postfix queue: a message accepted while Dovecot is down waits in the queue; it is
+listed, shown, held, released and delivered, or deleted; unknown ids are one-line errors."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from mailstack import cli
+from mailstack.api import MailStack, User
+from typer.testing import CliRunner, Result
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[MailStack]:
+    with MailStack() as s:  # its own: this module stops Dovecot
+        yield s
+
+
+def run(stack: MailStack, *args: str) -> Result:
+    return CliRunner().invoke(cli.app, ["--project", stack.settings.project,
+                                        "--state-dir", str(stack.settings.state_dir), *args])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)  # poll interval, bounded by the deadline
+    return True
+
+
+def queued_while_dovecot_is_down(stack: MailStack, user: User, count: int,
+                                 while_down: Callable[[list[str]], None]) -> list[str]:
+    """count messages accepted on 25 while Dovecot is stopped: they wait (deferred) in Postfix's queue;
+    while_down gets their queue ids before Dovecot is back (else the retry would deliver them at once)."""
+    stack.stack.stop_service("dovecot")
+    try:
+        subjects = [f"queued-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+        for subject in subjects:
+            stack.send(None, to=user.address, subject=subject)
+        assert wait_for(lambda: sum(e.queue_name == "deferred" for e in stack.queue()) >= count), stack.queue()
+        while_down([e.queue_id for e in stack.queue()])
+        return subjects
+    finally:
+        stack.stack.start_service("dovecot")
+        stack.stack.wait_ready(["dovecot"])
+
+
+def test_hold_list_show_release_and_deliver(stack: MailStack) -> None:
+    user = stack.add_user()
+    ids: list[str] = []
+
+    def hold(queued: list[str]) -> None:
+        entries = stack.queue()
+        assert all(e.recipients[0].address == user.address and e.recipients[0].delay_reason for e in entries)
+        held = run(stack, "queue", "hold", *queued)
+        assert held.exit_code == 0 and "placed on hold: 2 message(s)" in held.stderr, held.output
+        ids.extend(queued)
+
+    kept, dropped = queued_while_dovecot_is_down(stack, user, 2, hold)
+    listed = json.loads(run(stack, "queue", "list", "--json").stdout)
+    assert sorted((e["queue_id"], e["queue_name"]) for e in listed) == sorted((i, "hold") for i in ids)
+    run(stack, "queue", "flush")  # held mail stays held, even with Dovecot back
+    shown = {i: run(stack, "queue", "show", i).stdout for i in ids}
+    delete_id = next(i for i, text in shown.items() if f"Subject: {dropped}" in text)
+    keep_id = next(i for i, text in shown.items() if f"Subject: {kept}" in text)
+    assert run(stack, "queue", "delete", delete_id).exit_code == 0
+    assert run(stack, "queue", "release", keep_id).exit_code == 0
+    assert run(stack, "queue", "flush").exit_code == 0
+    assert stack.wait_for_message(user, subject=kept, timeout=20)
+    assert wait_for(lambda: stack.queue() == [])
+    with stack.imap(user) as client:
+        client.select_folder("INBOX", readonly=True)
+        assert client.search(["SUBJECT", dropped]) == []  # deleted from the queue: never delivered
+
+
+def test_unknown_and_malformed_ids_are_one_line_errors(stack: MailStack) -> None:
+    unknown = run(stack, "queue", "show", "ABCDEF123456")
+    assert unknown.exit_code == 1 and "no message ABCDEF123456 in the queue" in unknown.stderr
+    malformed = run(stack, "queue", "hold", "not-an-id!")
+    assert malformed.exit_code == 1 and "not a queue id" in malformed.stderr
+    both = run(stack, "queue", "delete")
+    assert both.exit_code == 1 and "give queue ids or --all" in both.stderr
+
+
+def test_requeue_and_delete_all(stack: MailStack) -> None:
+    user = stack.add_user()
+    subjects = queued_while_dovecot_is_down(
+        stack, user, 2, lambda _: run(stack, "queue", "hold", "--all"))
+    assert sorted(e.queue_name for e in stack.queue()) == ["hold", "hold"]
+    requeued = run(stack, "queue", "requeue", "--all")
+    assert requeued.exit_code == 0, requeued.output
+    deleted = run(stack, "queue", "delete", "--all")
+    assert deleted.exit_code == 0 and "deleted: 2 message(s)" in deleted.stderr, deleted.output
+    assert stack.queue() == []
+    with stack.imap(user) as client:
+        client.select_folder("INBOX", readonly=True)
+        assert client.search(["SUBJECT", subjects[0]]) == []
