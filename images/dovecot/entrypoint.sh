@@ -50,7 +50,7 @@ if [[ -r /run/mailstack/dovecot/mail-root ]]; then
 fi
 
 # Sockets left by a stopped Dovecot survive in the shared volume: remove them, Dovecot makes new ones.
-rm -f /var/spool/postfix/private/auth /var/spool/postfix/private/dovecot-lmtp
+rm -f /var/spool/postfix/private/auth /var/spool/postfix/private/dovecot-lmtp /var/spool/postfix/private/quota-status
 chown postfix:root /var/spool/postfix/private && chmod 0700 /var/spool/postfix/private
 chown vmail:vmail /var/mail/vmail && chmod 0750 /var/mail/vmail
 

@@ -31,7 +31,7 @@ POSTFIX_UID = POSTFIX_GID = 200
 VMAIL_UID = VMAIL_GID = 5000
 PRIVATE_DIR = "/var/spool/postfix/private"
 # Dovecot's listeners Postfix connects to (dovecot.conf: unix_listener ... user/group postfix, mode).
-SOCKETS = {"auth": 0o660, "dovecot-lmtp": 0o600}
+SOCKETS = {"auth": 0o660, "dovecot-lmtp": 0o600, "quota-status": 0o660}
 MAIL_DIR = "/var/mail/vmail"
 SQL_DIR = "/etc/postfix/sql"
 # The main.cf parameter a map serves says which kind of key it is looked up with.
