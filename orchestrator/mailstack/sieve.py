@@ -73,9 +73,8 @@ def sieve_messages(stderr: bytes, name: str, source: str) -> str:
 
 
 def _refused(address: str, stderr: bytes, name: str, source: str, what: str) -> MailstackError:
-    return MailstackError(f"Sieve refused {source} for {address}: " + sieve_messages(stderr, name, source)
-                          .removeprefix(f"{source}: "),
-                          f"fix the script at that line; {what}")
+    said = sieve_messages(stderr, name, source).removeprefix(f"{source}: ")
+    return MailstackError(f"Sieve refused {source} for {address}: {said}", f"fix the script at that line; {what}")
 
 
 def _no_user(address: str) -> MailstackError:
