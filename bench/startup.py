@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mail import container_cpu_seconds  # bench/mail.py, beside this script
 from mailstack.api import bring_up
-from mailstack.settings import load_settings
+from mailstack.settings import PORT_NAMES, load_settings
 from mailstack.stack import SERVICES, Stack
 
 REFERENCE = {  # the naive prototype measured on this kind of machine (issue 2)
@@ -58,7 +58,7 @@ def main() -> None:
 
     state = Path(tempfile.mkdtemp(prefix="mailstack-bench-"))
     settings = load_settings(project="mailstack-bench", state_dir=state, hash_cost="fast",
-                             **{f"{p}_port": 0 for p in ("smtp", "submission", "smtps", "imaps", "pop3s")})
+                             **{f"{p}_port": 0 for p in PORT_NAMES})
     stack = Stack(settings)
     rows: list[tuple[str, str]] = []
 

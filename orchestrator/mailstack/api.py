@@ -22,6 +22,7 @@ from typing import Any
 from imapclient import IMAPClient
 
 from mailstack import passwords, provision, schema
+from mailstack import sieve as sieve_module
 from mailstack.db import Database
 from mailstack.errors import MailstackError, NotReady, PortTaken
 from mailstack.production import Plan, load_dump, make_plan, read_dir
@@ -35,9 +36,10 @@ from mailstack.seed import (
     check_password,
     check_size,
     seed_database,
+    sieve_scripts,
 )
 from mailstack.seed import load as load_seed
-from mailstack.settings import Settings, load_settings, stack_files_dir
+from mailstack.settings import PORT_NAMES, Settings, load_settings, stack_files_dir
 from mailstack.stack import (
     OWNER_FILE,
     Endpoints,
@@ -146,6 +148,8 @@ def _bring_up(stack: Stack, seed: SeedFile, report: Report, *, provision_host: b
         try:
             stack.start(report)
             stack.wait_ready(report=report, then={"mysql": seed_now})
+            if plan is None:
+                _seed_sieve(stack, seed, report)  # through Dovecot, which runs now (and the users exist)
         except BaseException:
             for database in opened:
                 database.close()
@@ -153,6 +157,14 @@ def _bring_up(stack: Stack, seed: SeedFile, report: Report, *, provision_host: b
                 stack.forget_plan()  # nothing of a failed production start stays for a plain `up`
             raise
     return opened[0]
+
+
+def _seed_sieve(stack: Stack, seed: SeedFile, report: Report) -> None:
+    scripts = sieve_scripts(seed)
+    if scripts:
+        changed = sieve_module.set_many(stack, scripts)
+        if changed:
+            report(f"seeded Sieve scripts of {', '.join(changed)}")
 
 
 def _prune_quietly() -> None:
@@ -192,7 +204,7 @@ class MailStack:
         defaults: dict[str, Any] = {
             "project": name, "state_dir": stacks_dir() / name, "ephemeral": not keep and not reuse,
             "hash_cost": "fast", "fast_retry": True, "fast_refusals": True, "mail_fsync": "never",
-            **{f"{port}_port": 0 for port in ("smtp", "submission", "smtps", "imaps", "pop3s")},
+            **{f"{port}_port": 0 for port in PORT_NAMES},
         }
         self.settings = load_settings(**{**defaults, **settings})
         if self.plan is not None:
@@ -273,6 +285,7 @@ class MailStack:
         stack.wait_ready()
         self._database = Database.for_stack(stack, keep_open=True)
         seed_database(self._database, seed, self.settings.password_scheme, self.settings.hash_cost)
+        _seed_sieve(stack, seed, self.report)
         self._endpoints = stack.endpoints(found)
 
     def stop(self) -> None:
@@ -379,6 +392,27 @@ class MailStack:
         """What waits in Postfix's queue now (postqueue -j)."""
         return Queue(self.stack).entries()
 
+    # --- Sieve filters -------------------------------------------------------------------------
+
+    def set_sieve(self, user_or_address: User | str, script: str, name: str = sieve_module.SCRIPT_NAME) -> None:
+        """Store a Sieve script for the user and make it the active one (applied at delivery). A script
+        Sieve refuses raises MailstackError with Sieve's message; the active script then stays."""
+        self._sieve().set(_address(user_or_address), script, name)
+
+    def get_sieve(self, user_or_address: User | str, name: str | None = None) -> str:
+        """The user's active Sieve script (or the one named)."""
+        return self._sieve().get(_address(user_or_address), name)
+
+    def list_sieve(self, user_or_address: User | str) -> list[sieve_module.SieveScript]:
+        return self._sieve().scripts(_address(user_or_address))
+
+    def remove_sieve(self, user_or_address: User | str, name: str | None = None) -> str:
+        """Delete the user's active Sieve script (or the one named): mail goes to INBOX unfiltered again."""
+        return self._sieve().remove(_address(user_or_address), name)
+
+    def _sieve(self) -> sieve_module.Sieve:
+        return sieve_module.Sieve(self.stack)
+
     # --- mail ---------------------------------------------------------------------------------
 
     def send(self, user: User | None, to: str | list[str], subject: str = "test", body: str = "test",
@@ -431,6 +465,10 @@ class MailStack:
                                    "`mailstack logs postfix` shows whether it was accepted and delivered")
                 time.sleep(interval)  # poll interval, bounded by the deadline
                 client.noop()
+
+
+def _address(user_or_address: User | str) -> str:
+    return check_login_address(user_or_address.address if isinstance(user_or_address, User) else user_or_address)
 
 
 __all__ = ["MailStack", "User", "bring_up"]

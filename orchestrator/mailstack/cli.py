@@ -20,6 +20,7 @@ from mailstack import accounts as accounts_module
 from mailstack import chroot, client, doctor, schema, trace
 from mailstack import provision as provisioning
 from mailstack import queue as queue_module
+from mailstack import sieve as sieve_module
 from mailstack.db import Database
 from mailstack.errors import MailstackError
 from mailstack.settings import Settings, load_settings
@@ -63,6 +64,9 @@ app.add_typer(alias_domain_app, name="alias-domain")
 queue_app = typer.Typer(help="Postfix's queue: list, show, flush, hold, release, delete, requeue.",
                         no_args_is_help=True)
 app.add_typer(queue_app, name="queue")
+sieve_app = typer.Typer(help="Users' Sieve filters (applied at delivery): set, get, list, remove.",
+                        no_args_is_help=True)
+app.add_typer(sieve_app, name="sieve")
 
 ProjectOpt = Annotated[str | None, typer.Option("--project", "-p",
                                                 help="compose project name [env: MAILSTACK_PROJECT]")]
@@ -131,6 +135,7 @@ def _endpoint_table(stack: Stack) -> Table:
         "smtps": "implicit TLS, AUTH",
         "imaps": "IMAP over TLS",
         "pop3s": "POP3 over TLS",
+        "managesieve": "ManageSieve (Sieve filters): STARTTLS, then AUTH",
     }
     for name, address in stack.endpoints().as_dict().items():
         table.add_row(name, address, notes[name])
@@ -457,6 +462,61 @@ def alias_domain_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     out.print(_table("alias domains", ["alias domain", "target"], [[a, t] for a, t in found.items()]))
 
 
+# --- Sieve filters ----------------------------------------------------------------------------
+
+ScriptNameOpt = Annotated[str | None, typer.Option("--name", help="a script by name (default: the active one)")]
+
+
+def _read_script(file: Path) -> tuple[bytes, str]:
+    if str(file) == "-":
+        return sys.stdin.buffer.read(), "<stdin>"
+    try:
+        return file.read_bytes(), str(file)
+    except OSError as exc:
+        raise MailstackError(f"cannot read {file}: {exc.strerror}", "give the path of a Sieve script") from exc
+
+
+@sieve_app.command("set")
+def sieve_set(ctx: typer.Context, address: Annotated[str, typer.Argument(help="the user, e.g. alice@example.test")],
+              file: Annotated[Path, typer.Argument(help="the Sieve script (- reads standard input)")],
+              name: Annotated[str, typer.Option("--name", help="the script's name")] = sieve_module.SCRIPT_NAME,
+              ) -> None:
+    """Store a Sieve script for ADDRESS and make it the active one. A script with an error is refused with
+    Sieve's message (FILE: line N: ...); the active script then stays active."""
+    address = accounts_module.valid_login(address)
+    script, source = _read_script(file)
+    sieve_module.Sieve(ctx.obj.running_stack()).set(address, script, sieve_module.check_name(name), source=source)
+    report(f"Sieve script {escape(name)} of {escape(address)} stored and active")
+
+
+@sieve_app.command("get")
+def sieve_get(ctx: typer.Context, address: str, name: ScriptNameOpt = None) -> None:
+    """Print ADDRESS's active Sieve script (or the one named)."""
+    address = accounts_module.valid_login(address)
+    sys.stdout.write(sieve_module.Sieve(ctx.obj.running_stack()).get(address, name))
+    sys.stdout.flush()
+
+
+@sieve_app.command("list")
+def sieve_list(ctx: typer.Context, address: str, as_json: JsonOpt = False) -> None:
+    """ADDRESS's Sieve scripts (also those stored over ManageSieve) and which one is active."""
+    address = accounts_module.valid_login(address)
+    scripts = sieve_module.Sieve(ctx.obj.running_stack()).scripts(address)
+    if as_json:
+        _print_json([script.as_dict() for script in scripts])
+        return
+    out.print(_table(f"Sieve scripts of {address}", ["name", "active"],
+                     [[script.name, "yes" if script.active else "no"] for script in scripts]))
+
+
+@sieve_app.command("remove")
+def sieve_remove(ctx: typer.Context, address: str, name: ScriptNameOpt = None) -> None:
+    """Delete ADDRESS's active Sieve script (or the one named): mail then goes to INBOX unfiltered."""
+    address = accounts_module.valid_login(address)
+    removed = sieve_module.Sieve(ctx.obj.running_stack()).remove(address, name)
+    report(f"removed Sieve script {escape(removed)} of {escape(address)}")
+
+
 @app.command()
 def seed(
     ctx: typer.Context,
@@ -465,11 +525,21 @@ def seed(
 ) -> None:
     """Apply a seed file in one transaction: adds and updates, never deletes. All or nothing."""
     from mailstack.seed import load as load_seed
-    from mailstack.seed import seed_database
+    from mailstack.seed import seed_database, sieve_scripts
 
     parsed = load_seed(file)  # file:line errors before anything is touched
     settings: Settings = ctx.obj.settings
-    changes = seed_database(ctx.obj.database(), parsed, settings.password_scheme, settings.hash_cost, dry_run=dry_run)
+    scripts = sieve_scripts(parsed)
+    if scripts:  # compiled by Sieve before anything is touched
+        checker = sieve_module.Sieve(ctx.obj.running_stack())
+        for address, text in scripts:
+            checker.check(text, f"{file}: sieve of {address}")
+    changes: list[object] = list(seed_database(ctx.obj.database(), parsed, settings.password_scheme,
+                                               settings.hash_cost, dry_run=dry_run))
+    if dry_run:
+        changes += [f"set sieve {address}" for address, _ in scripts]
+    elif scripts:
+        changes += [f"set sieve {address}" for address in sieve_module.set_many(ctx.obj.stack(), scripts)]
     if not changes:
         report(f"{escape(str(file))}: nothing to change")
         return

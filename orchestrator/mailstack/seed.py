@@ -129,6 +129,7 @@ class UserSpec(BaseModel):
     password_hash: PasswordHash | None = None
     quota: Size | None = None  # bytes after validation (flavours with a quota column)
     active: bool | None = None  # flavours with an active column; None: leave as it is (new users: active)
+    sieve: str | None = None  # the user's Sieve script (text), stored and activated with Dovecot's doveadm
 
     @model_validator(mode="after")
     def _one_password(self) -> UserSpec:
@@ -360,6 +361,12 @@ def apply(changes: list[tuple[Change, object]], store: Store) -> None:
             store.add_alias(change.target, list(value))  # type: ignore[call-overload]
         elif change.action == "add alias domain":
             store.add_alias_domain(change.target, str(value))
+
+
+def sieve_scripts(seed: SeedFile) -> list[tuple[str, str]]:
+    """(address, script) for every user with a `sieve:` script: stored through Dovecot (mailstack.sieve)
+    once it runs, not in the database."""
+    return [(user.address, user.sieve) for user in seed.users if user.sieve is not None]
 
 
 def seed_database(db: Database, seed: SeedFile, scheme: passwords.Scheme, cost: passwords.Cost,

@@ -14,7 +14,7 @@ from mailstack.errors import MailstackError
 from mailstack.passwords import DOVECOT_SCHEMES
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-PORT_NAMES = ("smtp", "submission", "smtps", "imaps", "pop3s")
+PORT_NAMES = ("smtp", "submission", "smtps", "imaps", "pop3s", "managesieve")
 
 
 def stack_files_dir() -> Path:
@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     smtps_port: int = Field(465, ge=0, le=65535)
     imaps_port: int = Field(993, ge=0, le=65535)
     pop3s_port: int = Field(995, ge=0, le=65535)
+    managesieve_port: int = Field(4190, ge=0, le=65535)
     db_port: int | None = Field(None, ge=0, le=65535, description="publish MariaDB on the host (off by default)")
     state_dir: Path = Path(".mailstack")
     seed_file: Path | None = None

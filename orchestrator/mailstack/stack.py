@@ -40,6 +40,7 @@ ENDPOINTS = {
     "smtps": ("postfix", 465),
     "imaps": ("dovecot", 993),
     "pop3s": ("dovecot", 995),
+    "managesieve": ("dovecot", 4190),
 }
 HEALTHCHECK = ["/usr/local/bin/healthcheck.sh"]
 # Dovecot's check is an auth lookup through SQL: probed before MariaDB answers, it can only fail, and each
@@ -77,6 +78,7 @@ class Endpoints:
     smtps: Endpoint
     imaps: Endpoint
     pop3s: Endpoint
+    managesieve: Endpoint
 
     def as_dict(self) -> dict[str, str]:
         return {name: str(getattr(self, name)) for name in ENDPOINTS}

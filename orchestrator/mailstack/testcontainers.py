@@ -74,7 +74,7 @@ def host_port(endpoints: Endpoints, port: int | str) -> int:
     if name is None:
         raise MailstackError(f"container port {number} is not published by the mail stack",
                              f"use one of {published_ports()} (25 smtp, 465 smtps, 587 submission, "
-                             "993 imaps, 995 pop3s)")
+                             "993 imaps, 995 pop3s, 4190 managesieve)")
     return int(getattr(endpoints, name).port)
 
 

@@ -305,7 +305,7 @@ def test_a_port_taken_is_not_retried_when_the_ports_were_given(monkeypatch: pyte
     monkeypatch.setattr(api, "_bring_up", bring_up)
     monkeypatch.setattr(stack.Stack, "images_present", lambda self: True)
     with pytest.raises(PortTaken), MailStack(smtp_port=2525, submission_port=2587, smtps_port=2465,
-                                             imaps_port=2993, pop3s_port=2995):
+                                             imaps_port=2993, pop3s_port=2995, managesieve_port=24190):
         pytest.fail("started")
 
 

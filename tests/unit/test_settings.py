@@ -14,7 +14,8 @@ from mailstack.stack import port_problem
 def test_defaults_are_the_standard_ports_on_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     settings = load_settings()
-    assert settings.ports() == {"smtp": 25, "submission": 587, "smtps": 465, "imaps": 993, "pop3s": 995}
+    assert settings.ports() == {"smtp": 25, "submission": 587, "smtps": 465, "imaps": 993, "pop3s": 995,
+                                "managesieve": 4190}
     assert settings.bind_address == "127.0.0.1"
     assert settings.db_port is None
 

@@ -16,7 +16,7 @@ from mailstack.testcontainers import MailStackContainer, host_port
 ROOT = Path(__file__).resolve().parents[2]
 ENDPOINTS = Endpoints(smtp=Endpoint("127.0.0.1", 40025), submission=Endpoint("127.0.0.1", 40587),
                       smtps=Endpoint("127.0.0.1", 40465), imaps=Endpoint("127.0.0.1", 40993),
-                      pop3s=Endpoint("127.0.0.1", 40995))
+                      pop3s=Endpoint("127.0.0.1", 40995), managesieve=Endpoint("127.0.0.1", 44190))
 
 
 @pytest.mark.parametrize(("container_port", "expected"), [
