@@ -73,7 +73,7 @@ _MAIL_SAVE = r"""
 set -euo pipefail
 cd "$1"
 # A delivery or an IMAP session may change a file while tar reads it: tar says so with exit code 1.
-tar --numeric-owner --exclude="./$2" --exclude="./$3" --warning=no-file-changed --warning=no-file-removed \
+tar --numeric-owner --exclude="./$2" --exclude="./$3.*" --warning=no-file-changed --warning=no-file-removed \
     --ignore-failed-read -cf - .
 """
 
@@ -88,7 +88,7 @@ tar --numeric-owner --warning=no-file-changed --warning=no-file-removed --ignore
 _STAGE_TAR = r"""
 set -euo pipefail
 cd "$1"
-rm -rf "$2" "$3"
+rm -rf "$2"
 mkdir -m 0700 "$2"
 tar -C "$2" --numeric-owner -xpf -
 """
@@ -136,31 +136,35 @@ _MAIL_SWAP = r"""
 set -euo pipefail
 cd "$1"
 [[ -d "$2" ]] || { echo "no staged copy in $1/$2" >&2; exit 1; }
-rm -rf "$3"; mkdir -m 0700 "$3"
+old="$3.$$"
+mkdir -m 0700 "$old"
 shopt -s nullglob dotglob
-for entry in *; do [[ "$entry" == "$2" || "$entry" == "$3" ]] || mv -- "$entry" "$3/"; done
+for entry in *; do [[ "$entry" == "$2" || "$entry" == "$3".* ]] || mv -- "$entry" "$old/"; done
 for entry in "$2"/*; do mv -- "$entry" .; done
 rmdir "$2"
-# Sessions still open read the old files (now in $3): close them all. New logins read the restored ones.
-doveadm kick '*' >/dev/null 2>&1 || true
+# Sessions still open read the old files (now in $old): close them all. New logins read the restored ones.
+doveadm kick '*' >/dev/null 2>&1 &
 doveadm auth cache flush >/dev/null
-rm -rf "$3"
+wait $! || true  # kick fails when nobody is logged in
+# The old files go in the background: restore is done when the new ones are in place.
+setsid rm -rf "$old" </dev/null >/dev/null 2>&1 &
 """
 
 _QUEUE_SWAP = r"""
 set -euo pipefail
-cd "$1"; stage=$2; old=$3; shift 3
+cd "$1"; stage=$2; old="$3.$$"; shift 3
 [[ -d "$stage" ]] || { echo "no staged copy in $PWD/$stage" >&2; exit 1; }
-rm -rf "$old"; mkdir -m 0700 "$old"
+mkdir -m 0700 "$old"
 for dir in "$@"; do
   [[ ! -e "$dir" ]] || mv -- "$dir" "$old/"
   [[ ! -e "$stage/$dir" ]] || mv -- "$stage/$dir" "$dir"
 done
 rm -rf "$stage"
-# The queue manager keeps the active queue in memory: a reload restarts it (and every daemon, at its
-# earliest convenience: SMTP sessions finish), and the new one reads the restored queue.
-postfix reload 2>/dev/null
-rm -rf "$old"
+# The queue manager keeps the active queue in memory: a reload (SIGHUP to master, as `postfix reload`
+# sends after its checks) restarts it, and the new one reads the restored queue. Every other daemon
+# restarts at its earliest convenience: SMTP sessions in progress finish.
+kill -HUP "$(tr -d ' ' < pid/master.pid)"
+setsid rm -rf "$old" </dev/null >/dev/null 2>&1 &
 """
 
 def _db_stage_header(db: str) -> bytes:

@@ -12,6 +12,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 
 import imapclient.exceptions
 import pytest
@@ -75,7 +76,15 @@ def deferred_message(mailstack: MailStack, sender: User, unique: str) -> str:
 
 
 def staging_left(mailstack: MailStack) -> list[str]:
-    """What a restore stages next to the live data, if any of it is still there."""
+    """What a restore staged or moved aside, if any of it is still there after a few seconds (the old
+    files are deleted in the background)."""
+    found: list[list[str]] = []
+    with suppress(AssertionError):
+        wait_until(lambda: not found.append(_staging_left(mailstack)) and not found[-1], "staging removed", 10)
+    return found[-1]
+
+
+def _staging_left(mailstack: MailStack) -> list[str]:
     stack = mailstack.stack
     left = stack.exec("dovecot", ["ls", "-A", "/var/mail/vmail"]).stdout.decode().split()
     left += stack.exec("postfix", ["ls", "-A", "/var/spool/postfix"]).stdout.decode().split()
