@@ -1,0 +1,136 @@
+"""Figures for issue 14 §3: snapshots of a stack holding 1,000 messages in 50 mailboxes (and a few queued).
+
+- save: a snapshot of the database, maildirs and queue (median of --runs);
+- restore: after mail arrived since the save, back to the snapshot, services running (median of --runs;
+  aim <= 1 s), with its staging and swap phases;
+- the snapshot's size, per part;
+- what the alternatives would cost, for the design's choices: restarting Postfix (instead of swapping its
+  queue directories and `postfix reload`) and restarting MariaDB (the least a copy of its data directory
+  with the server stopped costs), each until the service answers again.
+
+Prints a table; asserts nothing. A disposable stack of its own (random ports). The machine may be shared:
+compare runs made together, and repeat.
+Usage: python bench/snapshots.py [--users 50] [--messages 1000] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import smtplib
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from mailstack.api import MailStack, User
+
+AIM = {"restore": "<= 1 s"}
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.monotonic()
+    action()
+    return time.monotonic() - started
+
+
+def count_messages(stack: MailStack) -> int:
+    """Message files in the mailboxes (not in what a restore moved aside and is still deleting)."""
+    out = stack.stack.exec("dovecot", ["bash", "-c", "find /var/mail/vmail/[!.]* -path '*/Maildir/new/*' -type f -o "
+                                       "-path '*/Maildir/cur/*' -type f"], check=False).stdout
+    return len(out.splitlines())
+
+
+def fill(stack: MailStack, users: int, messages: int) -> None:
+    """`messages` messages, each its own file, over `users` mailboxes: through port 25 as an outside
+    sender, one SMTP connection per mailbox, five at a time."""
+    people = [stack.add_user() for _ in range(users)]
+    per_user = messages // users
+    body = "a line of a test message, long enough to look like mail\n" * 40
+    endpoint = stack.endpoints.smtp
+
+    def deliver(user: User) -> None:
+        with smtplib.SMTP(endpoint.host, endpoint.port, local_hostname="bench.test", timeout=60) as smtp:
+            smtp.starttls(context=stack.ssl_context())
+            for number in range(per_user):
+                message = f"From: <bench@outside.test>\r\nTo: <{user.address}>\r\nSubject: bench {number}\r\n" \
+                          f"Message-ID: <{uuid.uuid4().hex}@bench.test>\r\n\r\n{body}"
+                smtp.sendmail("bench@outside.test", [user.address], message.encode())
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        list(pool.map(deliver, people))
+    deadline = time.monotonic() + 300
+    while count_messages(stack) < per_user * users:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {count_messages(stack)} of {per_user * users} messages delivered in 300 s")
+        time.sleep(0.2)  # poll interval, bounded by the deadline
+    print(f"filled: {per_user * users} messages in {users} mailboxes in {time.monotonic() - started:.1f}s")
+    address = stack.stack.snapshot()["mysql"].addresses[0]
+    for number in range(10):  # deferred: nothing listens on port 25 there
+        stack.send(people[0], to=f"nobody{number}@[{address}]", subject=f"queued {number}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    phases: list[str] = []
+
+    def report(message: str) -> None:
+        if "restored" in message:
+            phases.append(message)
+
+    with MailStack(report=report) as stack:
+        fill(stack, args.users, args.messages)
+        user = stack.add_user()
+        saves, restores = [], []
+        for _ in range(args.runs):
+            saves.append(timed(lambda: stack.snapshot("bench", force=True)))
+        info = stack.snapshots()[0]
+        for run in range(args.runs):
+            stack.send(user, to=user.address, subject=f"since {run}")
+            stack.wait_for_message(user, subject=f"since {run}")
+            restores.append(timed(lambda: stack.restore("bench")))
+        after = count_messages(stack)
+        parts = {name: (info.path / name).stat().st_size for name in ("database.sql", "mail.tar", "queue.tar")}
+        reload = statistics.median(timed(lambda: stack.stack.exec("postfix", ["postfix", "reload"]))
+                                   for _ in range(3))
+
+        def restart(service: str) -> None:
+            stack.stack.restart_service(service)
+            stack.stack.wait_ready([service])
+
+        postfix_restart = timed(lambda: restart("postfix"))
+        mysql_restart = timed(lambda: restart("mysql"))
+        stack.stack.wait_ready()
+
+    staged = [float(m) for p in phases for m in re.findall(r"staged in ([\d.]+)s", p)]
+    swapped = [float(m) for p in phases for m in re.findall(r"swapped in ([\d.]+)s", p)]
+    rows = [
+        ("stack", f"{args.messages // args.users * args.users} messages in {args.users} mailboxes, 10 queued",
+         f"{after} messages after the last restore"),
+        ("save (median)", f"{statistics.median(saves):.2f} s", f"min {min(saves):.2f}, max {max(saves):.2f}"),
+        ("restore (median)", f"{statistics.median(restores):.2f} s",
+         f"min {min(restores):.2f}, max {max(restores):.2f}; aim {AIM['restore']}"),
+        ("  staging (median)", f"{statistics.median(staged):.2f} s" if staged else "-", "all parts at once"),
+        ("  swap (median)", f"{statistics.median(swapped):.2f} s" if swapped else "-",
+         "RENAME TABLE, dir renames + doveadm kick/flush, postfix reload"),
+        ("snapshot size", f"{info.size / 1e6:.1f} MB",
+         ", ".join(f"{name} {size / 1e6:.2f} MB" for name, size in parts.items())),
+        ("postfix reload", f"{reload:.2f} s", "what a restore does to Postfix"),
+        ("postfix restart + ready", f"{postfix_restart:.2f} s", "the alternative for the queue"),
+        ("mariadb restart + ready", f"{mysql_restart:.2f} s", "the least a datadir copy would cost"),
+    ]
+    width = max(len(row[0]) for row in rows)
+    value_width = max(len(row[1]) for row in rows)
+    print(f"\n{'snapshots':<{width}}  {'figure':<{value_width}}  notes")
+    for label, value, note in rows:
+        print(f"{label:<{width}}  {value:<{value_width}}  {note}")
+
+
+if __name__ == "__main__":
+    main()
