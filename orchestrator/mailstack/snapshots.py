@@ -31,7 +31,7 @@ from pathlib import Path
 
 from mailstack import schema
 from mailstack.db import Database
-from mailstack.errors import MailstackError
+from mailstack.errors import CommandError, MailstackError
 from mailstack.stack import Stack
 
 Report = Callable[[str], None]
@@ -41,6 +41,7 @@ MANIFEST = "manifest.json"
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 STAGE = ".mailstack-restore"  # staging directories and database suffix: never a domain or a queue name
 OLD = ".mailstack-old"
+READY = ".mailstack-ready"  # a ready copy of the last saved or restored snapshot, in each volume (see _REBUILD)
 MAIL_ROOT = "/var/mail/vmail"
 QUEUE_ROOT = "/var/spool/postfix"
 # Postfix's queue directories (not private/ and public/: sockets; not pid/, etc/, lib/, dev/, usr/: the chroot).
@@ -69,28 +70,68 @@ class SnapshotInfo:
 
 # --- container-side scripts (run with `bash -c SCRIPT mailstack ARGS...`) ------------------------------
 
-_MAIL_SAVE = r"""
+# Every tar part keeps one ready copy of the snapshot last saved or restored in its volume (READY: the
+# tar, and the tree unpacked from it in the background, with a marker naming the tar's SHA-256), so that a
+# restore of that snapshot moves the tree into place instead of unpacking ~1,000 files (1.5-4 s measured
+# on a busy 2-core machine, against a rename). Rebuilt in the background after every save and restore.
+_REBUILD = r"""
 set -euo pipefail
-cd "$1"
-# A delivery or an IMAP session may change a file while tar reads it: tar says so with exit code 1.
-tar --numeric-owner --exclude="./$2" --exclude="./$3.*" --warning=no-file-changed --warning=no-file-removed \
-    --ignore-failed-read -cf - .
+cd "$1"; ready=$2
+exec 9>"$ready/lock"
+flock 9
+[[ -f "$ready/part.tar" ]] || exit 0
+ln -f "$ready/part.tar" "$ready/job.tar"
+sha=$(sha256sum < "$ready/job.tar"); sha=${sha%% *}
+if [[ -d "$ready/tree" && "$(cat "$ready/marker" 2>/dev/null)" == "$sha" ]]; then rm -f "$ready/job.tar"; exit 0; fi
+rm -rf "$ready/tree" "$ready/next" "$ready/marker"
+mkdir -m 0700 "$ready/next"
+tar -C "$ready/next" --numeric-owner -xpf "$ready/job.tar"
+if [[ -n "$3" ]]; then perl -e "$3" "$ready/next"; fi
+mv "$ready/next" "$ready/tree"
+echo "$sha" > "$ready/marker"
+rm -f "$ready/job.tar"
 """
 
-_QUEUE_SAVE = r"""
-set -euo pipefail
-cd "$1"; shift
-present=(); for dir in "$@"; do [[ ! -e "$dir" ]] || present+=("$dir"); done
-tar --numeric-owner --warning=no-file-changed --warning=no-file-removed --ignore-failed-read -cf - "${present[@]}"
+# Save: the tar to stdout (the host's snapshot file) and into READY; a delivery or an IMAP session may
+# change a file while tar reads it: tar says so with exit code 1. Args: root ready rebuild perl dirs...
+_TAR_SAVE = r"""
+set -uo pipefail
+cd "$1"; ready=$2; rebuild=$3; perl=$4; shift 4
+mkdir -p -m 0700 "$ready"
+present=(); for entry in "$@"; do [[ ! -e "$entry" ]] || present+=("$entry"); done
+tar --numeric-owner --exclude="./.mailstack-*" --warning=no-file-changed --warning=no-file-removed \
+    --ignore-failed-read -cf - "${present[@]}" | tee "$ready/incoming.tar"
+codes=("${PIPESTATUS[@]}")
+(( codes[0] <= 1 && codes[1] == 0 )) || exit 2
+mv -f "$ready/incoming.tar" "$ready/part.tar"
+setsid bash -c "$rebuild" mailstack "$PWD" "$ready" "$perl" </dev/null >/dev/null 2>&1 &
+exit "${codes[0]}"
 """
 
-# Stage: unpack the snapshot's tar (stdin) next to the live data, in the same volume (renames stay atomic).
+# Stage from the ready copy when it is this snapshot's (exit 3: it is not, or is being rebuilt).
+# Args: root stage ready sha256
+_TAKE_READY = r"""
+set -euo pipefail
+cd "$1"; stage=$2; ready=$3
+mkdir -p -m 0700 "$ready"
+exec 9>"$ready/lock"
+flock -n 9 || exit 3
+[[ -d "$ready/tree" && "$(cat "$ready/marker" 2>/dev/null)" == "$4" ]] || exit 3
+rm -rf "$stage"
+rm -f "$ready/marker"
+mv "$ready/tree" "$stage"
+"""
+
+# Stage from the snapshot's tar (stdin), kept in READY for the next time. Args: root stage ready perl
 _STAGE_TAR = r"""
 set -euo pipefail
-cd "$1"
-rm -rf "$2"
-mkdir -m 0700 "$2"
-tar -C "$2" --numeric-owner -xpf -
+cd "$1"; stage=$2; ready=$3
+rm -rf "$stage"
+mkdir -m 0700 "$stage"
+mkdir -p -m 0700 "$ready"
+tee "$ready/incoming.tar" | tar -C "$stage" --numeric-owner -xpf -
+mv -f "$ready/incoming.tar" "$ready/part.tar"
+if [[ -n "$4" ]]; then perl -e "$4" "$stage"; fi
 """
 
 # Postfix names a queue file after its inode (enable_long_queue_ids = no, the default): unpacked files
@@ -130,29 +171,30 @@ for my $pass (0, 1) {  # via a temporary name: a new name may be another file's 
 }
 """
 
-_QUEUE_STAGE = _STAGE_TAR + 'perl -e "$4" "$2"\n'
-
+# Args: root stage old ready rebuild
 _MAIL_SWAP = r"""
 set -euo pipefail
-cd "$1"
-[[ -d "$2" ]] || { echo "no staged copy in $1/$2" >&2; exit 1; }
-old="$3.$$"
+cd "$1"; stage=$2; old="$3.$$"; ready=$4
+[[ -d "$stage" ]] || { echo "no staged copy in $PWD/$stage" >&2; exit 1; }
 mkdir -m 0700 "$old"
 shopt -s nullglob dotglob
-for entry in *; do [[ "$entry" == "$2" || "$entry" == "$3".* ]] || mv -- "$entry" "$old/"; done
-for entry in "$2"/*; do mv -- "$entry" .; done
-rmdir "$2"
+for entry in *; do [[ "$entry" == .mailstack-* ]] || mv -- "$entry" "$old/"; done
+for entry in "$stage"/*; do mv -- "$entry" .; done
+rmdir "$stage"
 # Sessions still open read the old files (now in $old): close them all. New logins read the restored ones.
 doveadm kick '*' >/dev/null 2>&1 &
 doveadm auth cache flush >/dev/null
 wait $! || true  # kick fails when nobody is logged in
-# The old files go in the background: restore is done when the new ones are in place.
-setsid rm -rf "$old" </dev/null >/dev/null 2>&1 &
+# The old files go in the background, and the ready copy is made again: restore is done when the new
+# files are in place.
+setsid bash -c 'rm -rf "$1"; bash -c "$2" mailstack "$3" "$4" ""' mailstack "$old" "$5" "$PWD" "$ready" \
+  </dev/null >/dev/null 2>&1 &
 """
 
+# Args: root stage old ready rebuild perl dirs...
 _QUEUE_SWAP = r"""
 set -euo pipefail
-cd "$1"; stage=$2; old="$3.$$"; shift 3
+cd "$1"; stage=$2; old="$3.$$"; ready=$4; rebuild=$5; perl=$6; shift 6
 [[ -d "$stage" ]] || { echo "no staged copy in $PWD/$stage" >&2; exit 1; }
 mkdir -m 0700 "$old"
 for dir in "$@"; do
@@ -164,7 +206,13 @@ rm -rf "$stage"
 # sends after its checks) restarts it, and the new one reads the restored queue. Every other daemon
 # restarts at its earliest convenience: SMTP sessions in progress finish.
 kill -HUP "$(tr -d ' ' < pid/master.pid)"
-setsid rm -rf "$old" </dev/null >/dev/null 2>&1 &
+setsid bash -c 'rm -rf "$1"; bash -c "$2" mailstack "$3" "$4" "$5"' mailstack "$old" "$rebuild" "$PWD" "$ready" \
+  "$perl" </dev/null >/dev/null 2>&1 &
+"""
+
+# Drop the ready copy if it is of this snapshot (snapshot delete). Args: root ready sha256
+_DROP_READY = r"""
+cd "$1" && [[ "$(cat "$2/marker" 2>/dev/null)" == "$3" ]] && rm -rf "$2"
 """
 
 def _db_stage_header(db: str) -> bytes:
@@ -221,16 +269,17 @@ class Part:
     file: str
     service: str
     save: Callable[[Stack, Database, Path], None]
-    stage: Callable[[Stack, Path], None]
+    stage: Callable[[Stack, Path, str], None]  # (stack, the part's file, its SHA-256)
     swap: Callable[[Stack], None]
     discard: Callable[[Stack], None]  # remove what stage left (after a failure elsewhere)
+    forget: Callable[[Stack, str], None] = lambda stack, sha256: None  # drop what the stack keeps of it
 
 
 def _save_database(stack: Stack, database: Database, target: Path) -> None:
     _write_private(target, database.dump())
 
 
-def _stage_database(stack: Stack, source: Path) -> None:
+def _stage_database(stack: Stack, source: Path, sha256: str) -> None:
     # MariaDB's root, through its socket: the stack's admin user may use the mail database only.
     stack.exec("mysql", ["mariadb", "--batch"], input=_db_stage_header(schema.DB_NAME) + source.read_bytes())
 
@@ -243,45 +292,43 @@ def _discard_database(stack: Stack) -> None:
     stack.exec("mysql", ["mariadb", "--batch"], input=_db_discard_sql(schema.DB_NAME).encode(), check=False)
 
 
-def _save_mail(stack: Stack, database: Database, target: Path) -> None:
-    stack.exec_stream("dovecot", _bash(_MAIL_SAVE, MAIL_ROOT, STAGE, OLD), stdout=target, ok_codes=(0, 1),
-                      describe="tar the maildirs")
+def _tar_part(name: str, file: str, service: str, root: str, entries: Sequence[str], fix: str) -> Part:
+    """A part that is a tree of files in a service's volume: saved and staged as a tar stream through
+    docker exec; fix: a perl script run over a staged tree (or "")."""
 
+    def save_part(stack: Stack, database: Database, target: Path) -> None:
+        stack.exec_stream(service, _bash(_TAR_SAVE, root, READY, _REBUILD, fix, *entries), stdout=target,
+                          ok_codes=(0, 1), describe=f"tar the {name}")
 
-def _stage_mail(stack: Stack, source: Path) -> None:
-    stack.exec_stream("dovecot", _bash(_STAGE_TAR, MAIL_ROOT, STAGE, OLD), stdin=source, describe="stage the maildirs")
+    def stage(stack: Stack, source: Path, sha256: str) -> None:
+        taken = stack.exec(service, _bash(_TAKE_READY, root, STAGE, READY, sha256), check=False)
+        if taken.returncode == 0:
+            return
+        if taken.returncode != 3:
+            raise CommandError([f"{service}$", f"take the ready copy of the {name}"], taken.returncode,
+                               taken.stderr.decode(errors="replace"))
+        stack.exec_stream(service, _bash(_STAGE_TAR, root, STAGE, READY, fix), stdin=source,
+                          describe=f"stage the {name}")
 
+    def swap(stack: Stack) -> None:
+        if name == "mail":
+            stack.exec(service, _bash(_MAIL_SWAP, root, STAGE, OLD, READY, _REBUILD))
+        else:
+            stack.exec(service, _bash(_QUEUE_SWAP, root, STAGE, OLD, READY, _REBUILD, fix, *entries))
 
-def _swap_mail(stack: Stack) -> None:
-    stack.exec("dovecot", _bash(_MAIL_SWAP, MAIL_ROOT, STAGE, OLD))
+    def discard(stack: Stack) -> None:
+        stack.exec(service, _bash(_DIR_DISCARD, root, STAGE), check=False)
 
+    def forget(stack: Stack, sha256: str) -> None:
+        stack.exec(service, _bash(_DROP_READY, root, READY, sha256), check=False)
 
-def _discard_mail(stack: Stack) -> None:
-    stack.exec("dovecot", _bash(_DIR_DISCARD, MAIL_ROOT, STAGE), check=False)
-
-
-def _save_queue(stack: Stack, database: Database, target: Path) -> None:
-    stack.exec_stream("postfix", _bash(_QUEUE_SAVE, QUEUE_ROOT, *QUEUE_DIRS), stdout=target, ok_codes=(0, 1),
-                      describe="tar the queue")
-
-
-def _stage_queue(stack: Stack, source: Path) -> None:
-    stack.exec_stream("postfix", _bash(_QUEUE_STAGE, QUEUE_ROOT, STAGE, OLD, _QUEUE_FIX_IDS), stdin=source,
-                      describe="stage the queue")
-
-
-def _swap_queue(stack: Stack) -> None:
-    stack.exec("postfix", _bash(_QUEUE_SWAP, QUEUE_ROOT, STAGE, OLD, *QUEUE_DIRS))
-
-
-def _discard_queue(stack: Stack) -> None:
-    stack.exec("postfix", _bash(_DIR_DISCARD, QUEUE_ROOT, STAGE), check=False)
+    return Part(name, file, service, save_part, stage, swap, discard, forget)
 
 
 PARTS: dict[str, Part] = {part.name: part for part in (
     Part("database", "database.sql", "mysql", _save_database, _stage_database, _swap_database, _discard_database),
-    Part("mail", "mail.tar", "dovecot", _save_mail, _stage_mail, _swap_mail, _discard_mail),
-    Part("queue", "queue.tar", "postfix", _save_queue, _stage_queue, _swap_queue, _discard_queue),
+    _tar_part("mail", "mail.tar", "dovecot", MAIL_ROOT, ["."], ""),
+    _tar_part("queue", "queue.tar", "postfix", QUEUE_ROOT, QUEUE_DIRS, _QUEUE_FIX_IDS),
 )}
 
 
@@ -448,7 +495,9 @@ def restore(stack: Stack, name: str, report: Report = _quiet, database: Database
 
     report(f"restoring snapshot {name!r} ({info.created}): staging {', '.join(p.name for p in parts)}")
     try:
-        _all([check_flavour, *(lambda part=part: part.stage(stack, directory / part.file) for part in parts)])
+        _all([check_flavour, *(lambda part=part: part.stage(stack, directory / part.file,
+                                                              manifest["parts"][part.name]["sha256"])
+                               for part in parts)])
         if recorded[0] is not None and recorded[0] != info.flavour:
             raise MailstackError(
                 f"snapshot {name!r} holds the {info.flavour} schema flavour, this stack's database the "
@@ -467,11 +516,31 @@ def restore(stack: Stack, name: str, report: Report = _quiet, database: Database
     return info
 
 
+def is_ready(stack: Stack, name: str) -> bool:
+    """Whether every file-tree part of snapshot `name` has its ready copy in the stack's volumes (made in the
+    background after a save or restore): restoring it then moves trees instead of unpacking them."""
+    manifest = _read_manifest(snapshots_dir(stack) / check_name(name))
+    for part_name, entry in manifest["parts"].items():
+        part = PARTS[part_name]
+        if part.name == "database":
+            continue
+        root = MAIL_ROOT if part.name == "mail" else QUEUE_ROOT
+        marker = stack.exec(part.service, ["cat", f"{root}/{READY}/marker"], check=False).stdout.decode().strip()
+        if marker != entry["sha256"]:
+            return False
+    return True
+
+
 def delete(stack: Stack, name: str) -> None:
     check_name(name)
     directory = snapshots_dir(stack) / name
     if not directory.is_dir():
         raise _unknown(stack, name)
+    with suppress(MailstackError, OSError):  # the stack may be down: its ready copies then stay until replaced
+        manifest = _read_manifest(directory)
+        if stack.is_running():
+            _all([lambda part=PARTS[part]: part.forget(stack, manifest["parts"][part.name]["sha256"])
+                  for part in manifest["parts"]])
     trash = directory.with_name(f".{name}.deleted-{secrets.token_hex(4)}")
     directory.rename(trash)  # gone from the listing at once, even if the removal is interrupted
     shutil.rmtree(trash, ignore_errors=True)

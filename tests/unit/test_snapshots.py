@@ -85,9 +85,14 @@ def test_unknown_parts_and_formats_are_refused(tmp_path: Path) -> None:
         snapshots.restore(NoDocker(tmp_path), "one")  # type: ignore[arg-type]
 
 
+class Stopped(NoDocker):
+    def is_running(self) -> bool:
+        return False
+
+
 def test_delete_removes_and_refuses_unknown_names(tmp_path: Path) -> None:
     make_snapshot(tmp_path, "one")
-    stack = NoDocker(tmp_path)
+    stack = Stopped(tmp_path)
     snapshots.delete(stack, "one")  # type: ignore[arg-type]
     assert snapshots.list_snapshots(stack) == [] and list((tmp_path / "snapshots").iterdir()) == []  # type: ignore[arg-type]
     with pytest.raises(MailstackError, match="no snapshot 'one'"):
