@@ -11,6 +11,9 @@ flavour, checksums) and staged next to the live data (a `<db>_restore` database;
 directories in the mail and queue volumes), all parts at once; only when all are staged are they swapped
 in (one atomic RENAME TABLE; directory renames), then Dovecot's auth cache is flushed, its IMAP/POP3
 sessions are closed and Postfix is reloaded (its queue manager restarts and reads the restored queue).
+
+The file-tree parts keep a ready copy of the snapshot last saved or restored in their volume (READY, made
+in the background): restoring that snapshot again moves the tree into place instead of unpacking it.
 """
 
 from __future__ import annotations
