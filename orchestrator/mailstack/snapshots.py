@@ -224,6 +224,18 @@ def _db_stage_header(db: str) -> bytes:
             f"CREATE DATABASE `{stage}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;\nUSE `{stage}`;\n").encode()
 
 
+# A client with a transaction open on the mail tables would make the RENAME wait (then fail after
+# LOCK_WAIT, while the other parts are swapped): refused while staging instead, when nothing is changed.
+# Statements of autocommit clients (Postfix, Dovecot) are transactions for milliseconds: not counted.
+_DB_STAGE_CHECK = b"""
+SELECT COUNT(*) INTO @busy FROM information_schema.INNODB_TRX
+ WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_started < NOW() - INTERVAL 1 SECOND;
+SET @check = IF(@busy > 0, 'SELECT 1 FROM a_client_has_a_transaction_open_on_the_mail_database', 'DO 0');
+PREPARE busy_check FROM @check;
+EXECUTE busy_check;
+"""
+
+
 def _db_swap_sql(db: str, lock_wait: int) -> str:
     """One RENAME TABLE moves the live tables out and the staged ones in: atomic, clients see the one or the
     other. Built in the server (it knows the table lists) and run in one client session."""
@@ -284,7 +296,15 @@ def _save_database(stack: Stack, database: Database, target: Path) -> None:
 
 def _stage_database(stack: Stack, source: Path, sha256: str) -> None:
     # MariaDB's root, through its socket: the stack's admin user may use the mail database only.
-    stack.exec("mysql", ["mariadb", "--batch"], input=_db_stage_header(schema.DB_NAME) + source.read_bytes())
+    try:
+        stack.exec("mysql", ["mariadb", "--batch"],
+                   input=_db_stage_header(schema.DB_NAME) + source.read_bytes() + _DB_STAGE_CHECK)
+    except CommandError as exc:
+        if "a_client_has_a_transaction_open" not in str(exc):
+            raise
+        raise MailstackError("a client has a transaction open on the mail database: the restore would wait for it",
+                             "commit or close that session (`SHOW PROCESSLIST` in MariaDB names it) and restore "
+                             "again; nothing was changed") from exc
 
 
 def _swap_database(stack: Stack) -> None:
@@ -493,19 +513,19 @@ def restore(stack: Stack, name: str, report: Report = _quiet, database: Database
     started = time.monotonic()
     recorded: list[str | None] = []
 
-    def check_flavour() -> None:  # while the parts are staged: staging changes nothing live
+    def check_flavour() -> None:
         recorded.append((database or _database(stack)).recorded_flavour())
 
     report(f"restoring snapshot {name!r} ({info.created}): staging {', '.join(p.name for p in parts)}")
+    check_flavour()  # before staging: its transaction must be over when the staging looks for open ones
+    if recorded[0] is not None and recorded[0] != info.flavour:
+        raise MailstackError(
+            f"snapshot {name!r} holds the {info.flavour} schema flavour, this stack's database the "
+            f"{recorded[0]} one", f"restore it into a stack of the {info.flavour} flavour (e.g. "
+            f"`mailstack -p OTHER up --schema {info.flavour}`); nothing was changed")
     try:
-        _all([check_flavour, *(lambda part=part: part.stage(stack, directory / part.file,
-                                                              manifest["parts"][part.name]["sha256"])
-                               for part in parts)])
-        if recorded[0] is not None and recorded[0] != info.flavour:
-            raise MailstackError(
-                f"snapshot {name!r} holds the {info.flavour} schema flavour, this stack's database the "
-                f"{recorded[0]} one", f"restore it into a stack of the {info.flavour} flavour (e.g. "
-                f"`mailstack -p OTHER up --schema {info.flavour}`); nothing was changed")
+        _all([lambda part=part: part.stage(stack, directory / part.file, manifest["parts"][part.name]["sha256"])
+              for part in parts])
     except BaseException:
         with suppress(Exception):  # the staging's own error is the one to see
             _all([lambda part=part: part.discard(stack) for part in parts])

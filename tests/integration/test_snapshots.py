@@ -19,7 +19,7 @@ import pytest
 from helpers import queued
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
-from mailstack import cli, passwords
+from mailstack import cli, passwords, schema
 from mailstack.api import MailStack, User
 from mailstack.errors import MailstackError
 from typer.testing import CliRunner, Result
@@ -250,3 +250,33 @@ def test_session_opened_after_restore_reads_the_restored_mailbox(mailstack_snaps
         assert client.search(["SUBJECT", f"second {unique}"]) == []
         assert len(client.search(["SUBJECT", f"first {unique}"])) == 1
     mailstack_snapshot.delete_snapshot(f"s-{unique}")
+
+
+def test_an_open_transaction_refuses_the_restore_and_changes_nothing(mailstack: MailStack, unique: str) -> None:
+    """A client holding the mail tables in an open transaction would make the table swap wait (and fail
+    while the files are swapped): refused while staging, nothing changed; once it ends, restore works."""
+    name = f"busy-{unique}"
+    mailstack.snapshot(name)
+    user = mailstack.add_user()
+    connection = mailstack.database.connect()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT COUNT(*) FROM {schema.FLAVOUR_TABLE}")  # noqa: S608 - the transaction holds it
+
+        def aged() -> bool:
+            out = mailstack.stack.exec("mysql", ["mariadb", "-N", "-e", "SELECT COUNT(*) FROM information_schema."
+                                                 "INNODB_TRX WHERE trx_started < NOW() - INTERVAL 1 SECOND"])
+            return int(out.stdout.decode().strip() or 0) > 0
+
+        wait_until(aged, "the transaction open for a second")
+        with pytest.raises(MailstackError, match="transaction open") as refused:
+            mailstack.restore(name)
+        assert "nothing was changed" in (refused.value.hint or "")
+        assert can_log_in(mailstack, user.address, user.password)
+        assert staging_left(mailstack) == []
+    finally:
+        connection.rollback()
+        connection.close()
+    mailstack.restore(name)
+    assert not can_log_in(mailstack, user.address, user.password)
+    mailstack.delete_snapshot(name)
