@@ -21,7 +21,7 @@ from typing import Any
 
 from imapclient import IMAPClient
 
-from mailstack import passwords, provision, schema
+from mailstack import passwords, provision, schema, snapshots
 from mailstack import sieve as sieve_module
 from mailstack.db import Database
 from mailstack.errors import MailstackError, NotReady, PortTaken
@@ -40,6 +40,7 @@ from mailstack.seed import (
 )
 from mailstack.seed import load as load_seed
 from mailstack.settings import PORT_NAMES, Settings, load_settings, stack_files_dir
+from mailstack.snapshots import SnapshotInfo
 from mailstack.stack import (
     OWNER_FILE,
     Endpoints,
@@ -413,6 +414,24 @@ class MailStack:
     def _sieve(self) -> sieve_module.Sieve:
         return sieve_module.Sieve(self.stack)
 
+    # --- snapshots ----------------------------------------------------------------------------
+
+    def snapshot(self, name: str, *, force: bool = False) -> SnapshotInfo:
+        """Save the database, maildirs and Postfix queue as snapshot `name` (in the state directory: a
+        disposable stack's go with it). An existing name is refused unless force=True."""
+        return snapshots.save(self.stack, name, force=force, report=self.report)
+
+    def restore(self, name: str) -> SnapshotInfo:
+        """Make the stack what it was at snapshot(name), while it runs: users, mail and queue added since are
+        gone. Open IMAP/POP3 sessions are closed; connect again to see the restored mailboxes."""
+        return snapshots.restore(self.stack, name, report=self.report, database=self.database)
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        return snapshots.list_snapshots(self.stack)
+
+    def delete_snapshot(self, name: str) -> None:
+        snapshots.delete(self.stack, name)
+
     # --- mail ---------------------------------------------------------------------------------
 
     def send(self, user: User | None, to: str | list[str], subject: str = "test", body: str = "test",
@@ -471,4 +490,4 @@ def _address(user_or_address: User | str) -> str:
     return check_login_address(user_or_address.address if isinstance(user_or_address, User) else user_or_address)
 
 
-__all__ = ["MailStack", "User", "bring_up"]
+__all__ = ["MailStack", "SnapshotInfo", "User", "bring_up"]

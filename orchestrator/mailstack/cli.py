@@ -17,7 +17,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from mailstack import accounts as accounts_module
-from mailstack import chroot, client, doctor, schema, trace
+from mailstack import chroot, client, doctor, schema, snapshots, trace
 from mailstack import provision as provisioning
 from mailstack import queue as queue_module
 from mailstack import sieve as sieve_module
@@ -67,6 +67,9 @@ app.add_typer(queue_app, name="queue")
 sieve_app = typer.Typer(help="Users' Sieve filters (applied at delivery): set, get, list, remove.",
                         no_args_is_help=True)
 app.add_typer(sieve_app, name="sieve")
+snapshot_app = typer.Typer(help="Snapshots of the database, maildirs and queue: save, restore, list, delete.",
+                           no_args_is_help=True)
+app.add_typer(snapshot_app, name="snapshot")
 
 ProjectOpt = Annotated[str | None, typer.Option("--project", "-p",
                                                 help="compose project name [env: MAILSTACK_PROJECT]")]
@@ -551,6 +554,51 @@ def seed(
 # --- diagnosing -------------------------------------------------------------------------------
 
 _STATUS_STYLE = {"ok": "green", "fail": "bold red", "skip": "yellow"}
+
+
+# --- snapshots --------------------------------------------------------------------------------
+
+SnapshotName = Annotated[str, typer.Argument(help="[a-z0-9][a-z0-9._-]*, e.g. before-migration")]
+
+
+def _snapshot_row(info: snapshots.SnapshotInfo) -> list[object]:
+    size = f"{info.size / 1e6:.1f} MB" if info.size >= 100_000 else f"{info.size / 1e3:.0f} kB"
+    return [info.name, info.created, size, info.flavour, ", ".join(info.parts)]
+
+
+@snapshot_app.command("save")
+def snapshot_save(ctx: typer.Context, name: SnapshotName,
+                  force: Annotated[bool, typer.Option("--force", help="replace a snapshot of that name")] = False,
+                  as_json: JsonOpt = False) -> None:
+    """Save the database, the maildirs and Postfix's queue (into the state directory, owner-only)."""
+    info = snapshots.save(ctx.obj.running_stack(), name, force=force, report=report)
+    if as_json:
+        _print_json(info.as_dict())
+
+
+@snapshot_app.command("restore")
+def snapshot_restore(ctx: typer.Context, name: SnapshotName) -> None:
+    """Make the running stack what it was at `save`: users, mail and queue entries added since are gone.
+    Open IMAP and POP3 sessions are closed; Postfix is reloaded."""
+    snapshots.restore(ctx.obj.running_stack(), name, report=report)
+
+
+@snapshot_app.command("list")
+def snapshot_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """The snapshots: name, created, size, schema flavour."""
+    found = snapshots.list_snapshots(ctx.obj.stack())
+    if as_json:
+        _print_json([info.as_dict() for info in found])
+        return
+    out.print(_table("snapshots", ["name", "created", "size", "flavour", "parts"],
+                     [_snapshot_row(info) for info in found]))
+
+
+@snapshot_app.command("delete")
+def snapshot_delete(ctx: typer.Context, name: SnapshotName) -> None:
+    """Delete a snapshot."""
+    snapshots.delete(ctx.obj.stack(), name)
+    report(f"deleted snapshot {escape(name)}")
 
 
 @app.command("doctor")

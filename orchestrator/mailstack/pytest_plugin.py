@@ -1,7 +1,12 @@
 """pytest plugin (entry point `pytest11`): a real mail stack for a test session.
 
 Fixtures: `mailstack` (session-scoped MailStack, one per xdist worker), `mail_user` (a fresh user per
-test), `mail_user_factory`. Options: --mailstack-keep (leave the stack up after the session),
+test), `mail_user_factory`, and for tests that change the stack's state (delete users, fill or empty
+mailboxes, leave mail queued): `mailstack_snapshot` (the session's MailStack, restored after the test to
+what it was when a test first asked for this fixture: a snapshot saved once per session) and
+`mailstack_module_snapshot` (the same, restored once after the last test of the module). A restore takes
+well under a second and closes IMAP/POP3 sessions left open (see MailStack.restore).
+Options: --mailstack-keep (leave the stack up after the session),
 --mailstack-reuse (use an already running stack of the given project instead of starting one; under
 xdist each worker uses PROJECT-gwN), --mailstack-seed, --mailstack-schema (the schema flavour: default,
 virtual or postfixadmin).
@@ -13,8 +18,9 @@ left by a killed session is removed by label at the next start of any MailStack 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +73,32 @@ def mailstack(request: pytest.FixtureRequest) -> Iterator[MailStack]:
     if keep or reuse:
         _tell(config, f"mailstack: stack '{stack.settings.project}' left running (state in "
                       f"{stack.settings.state_dir}); `mailstack -p {stack.settings.project} down -v` removes it")
+
+
+@pytest.fixture(scope="session")
+def mailstack_baseline(mailstack: MailStack) -> Iterator[str]:
+    """The name of a snapshot of the session's stack, saved when a test first needs it; deleted at the end."""
+    from mailstack.errors import MailstackError
+
+    name = f"pytest-{uuid.uuid4().hex[:8]}"  # of this session: a reused stack may serve several at once
+    mailstack.snapshot(name)
+    yield name
+    with suppress(MailstackError):
+        mailstack.delete_snapshot(name)
+
+
+@pytest.fixture
+def mailstack_snapshot(mailstack: MailStack, mailstack_baseline: str) -> Iterator[MailStack]:
+    """The session's stack; after the test it is restored to the session's baseline snapshot."""
+    yield mailstack
+    mailstack.restore(mailstack_baseline)
+
+
+@pytest.fixture(scope="module")
+def mailstack_module_snapshot(mailstack: MailStack, mailstack_baseline: str) -> Iterator[MailStack]:
+    """The session's stack; after the module's last test it is restored to the session's baseline snapshot."""
+    yield mailstack
+    mailstack.restore(mailstack_baseline)
 
 
 def _tell(config: pytest.Config, message: str) -> None:

@@ -494,6 +494,22 @@ class Stack:
                                result.stderr.decode(errors="replace") or result.stdout.decode(errors="replace"))
         return result
 
+    def exec_stream(self, service: str, argv: Sequence[str], *, stdin: Path | None = None,
+                    stdout: Path | None = None, ok_codes: Sequence[int] = (0,),
+                    timeout: float = 600.0, describe: str | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run argv in a service's container with a host file as its stdin or its stdout (a tar or dump
+        stream of any size, never held in memory). An exit code outside ok_codes raises CommandError
+        (naming the command as `describe` says, e.g. for a `bash -c SCRIPT`)."""
+        command = ["docker", "exec", "-i", self.container(service).id, *argv]
+        with open(stdin, "rb") if stdin is not None else open(os.devnull, "rb") as source, \
+                open(stdout, "wb") if stdout is not None else open(os.devnull, "wb") as sink:
+            result = subprocess.run(command, stdin=source, stdout=sink, stderr=subprocess.PIPE,  # noqa: S603
+                                    check=False, timeout=timeout)
+        if result.returncode not in ok_codes:
+            raise CommandError([f"{service}$", *([describe] if describe else argv)], result.returncode,
+                               result.stderr.decode(errors="replace"))
+        return result
+
     def logs(self, service: str | None = None, tail_lines: int | None = None) -> str:
         try:
             return self.docker.compose.logs(services=[service] if service else [], tail=str(tail_lines)
