@@ -89,6 +89,7 @@ class Context:
         self.overrides = overrides
         self._settings: Settings | None = None
         self._stack: Stack | None = None
+        self._database: Database | None = None
 
     @property
     def settings(self) -> Settings:
@@ -108,13 +109,22 @@ class Context:
         return stack
 
     def database(self) -> Database:
-        database = Database.for_stack(self.running_stack())
-        database.check_flavour()  # the settings' flavour must be the one the stack's database holds
-        return database
+        if self._database is None:
+            database = Database.for_stack(self.running_stack())  # in the flavour the database records
+            database.check_flavour()  # and, when the settings name one, the same
+            self._database = database
+        return self._database
+
+    def flavour(self) -> schema.Flavour:
+        """The settings' flavour when they name one, else the running stack's (before a prompt: checks
+        that depend on the flavour come first)."""
+        if "schema_flavour" in self.settings.model_fields_set or not self.stack().is_running():
+            return schema.flavour(self.settings.schema_flavour)
+        return self.database().schema
 
     def accounts(self) -> accounts_module.Accounts:
         return accounts_module.Accounts(self.database, self.settings.password_scheme, self.settings.hash_cost,
-                                        schema.flavour(self.settings.schema_flavour))
+                                        self.flavour())
 
 
 @app.callback()

@@ -43,10 +43,18 @@ class Database:
 
     @classmethod
     def for_stack(cls, stack, keep_open: bool = False) -> Database:  # noqa: ANN001 - a Stack (import cycle)
+        """The stack's database, spoken to in its flavour: the one the settings name when they name one
+        (MAILSTACK_SCHEMA, --schema), else the one the database records (a `mailstack user list` on a
+        postfixadmin stack needs no --schema)."""
         host, port = stack.db_address()
         password = ensure_secret(stack.settings.state_dir / "secrets", "db_admin_password")
-        return cls(host, port, password, stack.settings.schema_flavour, keep_open=keep_open,
-                   locate=stack.db_address)
+        database = cls(host, port, password, stack.settings.schema_flavour, keep_open=keep_open,
+                       locate=stack.db_address)
+        if "schema_flavour" not in stack.settings.model_fields_set:
+            recorded = database.recorded_flavour()
+            if recorded in schema.FLAVOURS and recorded != database.schema.name:
+                database.schema = schema.flavour(recorded)
+        return database
 
     def close(self) -> None:
         kept, self._kept = self._kept, None

@@ -131,7 +131,7 @@ def test_dovecot_rules(pfa, isp) -> None:
     assert d.find("mail_location") == Kept("mail_location", "maildir:/var/mail/vmail/%u/")
     assert d.find("first_valid_uid").new == "5000"
     assert d.find("ssl_cert").new == "</run/mailstack/tls/server.crt"
-    assert d.find("protocols").new == "imap pop3 lmtp"
+    assert d.find("protocols").new == "imap pop3 lmtp sieve"
     assert d.find("passdb[1]").why == "the stack's own sql passdb/userdb on the rendered SQL file"
     assert isinstance(d.find("service/auth"), Dropped)
     assert pfa.mail_root == "/var/mail/vmail"
@@ -142,8 +142,8 @@ def test_dovecot_rules(pfa, isp) -> None:
     assert isinstance(quota, Rewritten) and quota.old == "dict:storage=200000 proxy::quota"
     assert isp.mail_root == "/var/vmail"
     assert isp.dovecot.find("ssl_dh").why == "the DH parameter file is not in the stack (ECDHE ciphers are used)"
-    assert "dovecot protocol sieve dropped: not in the stack (no sieve service)" in isp.warnings
-    assert isp.dovecot.find("protocol/lmtp/mail_plugins").new == "$mail_plugins"
+    assert not [w for w in isp.warnings if "protocol sieve" in w]  # Pigeonhole is in the stack
+    assert isinstance(isp.dovecot.find("protocol/lmtp/mail_plugins"), Kept)  # $mail_plugins sieve, as it was
     assert "auth_mechanisms = plain login" in isp.dovecot_config  # from conf.d/10-auth.conf
     assert isinstance(isp.dovecot.find("service/managesieve-login"), Dropped)
 

@@ -14,7 +14,7 @@ from mailstack.production.maps import unquote
 from mailstack.production.model import Dropped, Kept, ProductionInputError, Rewritten
 
 STACK_SQL_FILE = "/etc/dovecot/dovecot-sql.conf.ext"
-STACK_PROTOCOLS = ("imap", "pop3", "lmtp")
+STACK_PROTOCOLS = ("imap", "pop3", "lmtp", "sieve")  # sieve: ManageSieve on 4190
 STACK_VALUES = {
     "mail_uid": "vmail", "mail_gid": "vmail", "first_valid_uid": "5000", "last_valid_uid": "5000",
     "first_valid_gid": "5000", "last_valid_gid": "5000",
@@ -34,6 +34,7 @@ AVAILABLE_PLUGINS = frozenset({
     "mail_crypt", "quota", "imap_quota", "trash", "notify", "charset_alias", "fts", "listescape", "mail_log",
     "mailbox_alias", "notify_status", "push_notification", "quota_clone", "replication", "var_expand_crypt",
     "virtual", "zlib", "fts_squat", "push_notification_lua", "imap_zlib", "old_stats", "imap_old_stats", "welcome",
+    "sieve",  # Pigeonhole (dovecot-sieve), at LMTP delivery
 })
 SECRET_KEY = re.compile(r"pass(word)?$|secret", re.IGNORECASE)
 # Sections whose settings are free-form or the stack's own, not checked against the settings list.
