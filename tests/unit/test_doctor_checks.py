@@ -7,19 +7,22 @@ from mailstack import chroot, doctor, schema
 
 def test_sockets_with_the_right_owner_and_mode_pass() -> None:
     output = ("/var/spool/postfix/private/auth|200|200|660|socket\n"
-              "/var/spool/postfix/private/dovecot-lmtp|200|200|600|socket\n")
+              "/var/spool/postfix/private/dovecot-lmtp|200|200|600|socket\n"
+              "/var/spool/postfix/private/quota-status|200|200|660|socket\n")
     assert doctor.socket_problems(output) == []
 
 
 def test_socket_problems_are_named() -> None:
     output = ("/var/spool/postfix/private/auth|0|0|660|socket\n"
-              "/var/spool/postfix/private/dovecot-lmtp|200|200|666|regular empty file\n")
+              "/var/spool/postfix/private/dovecot-lmtp|200|200|666|regular empty file\n"
+              "/var/spool/postfix/private/quota-status|200|200|660|socket\n")
     assert doctor.socket_problems(output) == [
         "private/auth is owned by 0:0, want postfix 200:200",
         "private/dovecot-lmtp is a regular empty file, not a socket",
         "private/dovecot-lmtp has mode 0666, want 0600",
     ]
-    assert doctor.socket_problems("") == ["private/auth is missing", "private/dovecot-lmtp is missing"]
+    assert doctor.socket_problems("") == ["private/auth is missing", "private/dovecot-lmtp is missing",
+                                          "private/quota-status is missing"]
 
 
 def test_postconf_and_map_tables() -> None:
@@ -37,9 +40,10 @@ def test_postconf_and_map_tables() -> None:
 
 
 def test_every_flavour_map_is_served_by_a_parameter_doctor_knows() -> None:
-    main_cf = "\n".join(f"{p} = mysql:{doctor.SQL_DIR}/{n}.cf" for p, n in zip(
-        doctor.MAP_PARAMETERS, schema.DEFAULT.postfix_maps, strict=True))
-    assert None not in doctor.map_tables(doctor.parse_postconf(main_cf), schema.DEFAULT.postfix_maps).values()
+    for flavour in schema.FLAVOURS.values():
+        main_cf = "\n".join(argument for _, argument in flavour.postconf_commands())
+        assert set(flavour.postfix_parameters) <= set(doctor.MAP_PARAMETERS)
+        assert None not in doctor.map_tables(doctor.parse_postconf(main_cf), flavour.postfix_maps).values()
 
 
 def test_postmap_outcomes() -> None:
