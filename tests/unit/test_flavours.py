@@ -10,7 +10,7 @@ import pytest
 from mailstack import passwords, schema
 from mailstack.accounts import Accounts
 from mailstack.errors import MailstackError
-from mailstack.seed import parse, plan
+from mailstack.seed import apply, parse, plan
 
 from .conftest import FakeDatabase
 
@@ -35,7 +35,8 @@ def test_virtual_renders_the_tutorials_queries(tmp_path: Path) -> None:
     assert "CONCAT('*:bytes=', quota) AS quota_rule" in dovecot
     assert "default_pass_scheme = SHA512-CRYPT\n" in dovecot
     assert "-e\tvirtual_alias_maps = mysql:/etc/postfix/sql/mysql-virtual-alias-maps.cf, " \
-           "mysql:/etc/postfix/sql/mysql-email2email.cf" in overrides
+           "mysql:/etc/postfix/sql/mysql-email2email.cf, mysql:/etc/postfix/sql/mysql-virtual-alias-domain-maps.cf, " \
+           "mysql:/etc/postfix/sql/mysql-virtual-alias-domain-catchall-maps.cf" in overrides
     assert overrides[-1] == "-e\tx = 1"  # the caller's commands come after the flavour's
 
 
@@ -135,11 +136,30 @@ def test_seed_sizes_and_flags() -> None:
     assert seed.users[0].quota == 50 * 1024**2 and seed.users[0].active is False
 
 
-def test_seed_with_quota_on_the_default_flavour_names_the_flavour(fake_db: FakeDatabase) -> None:
-    seed = parse("domains: [example.test]\nusers:\n  - {address: a@example.test, password: long-enough, quota: 1G}\n")
+def test_seed_plans_quota_alias_domains_and_catch_all_on_the_default_flavour(fake_db: FakeDatabase) -> None:
+    seed = parse("domains: [example.test, other.test]\nusers:\n  - {address: a@example.test, password: long-enough, "
+                 "quota: 1G}\nalias_domains:\n  - {alias: other.test, target: example.test}\n"
+                 "catch_all:\n  example.test: [a@example.test]\n")
+    changes = plan(seed, fake_db.store, "ARGON2ID", "fast")  # type: ignore[arg-type]
+    assert [str(change) for change, _ in changes][-2:] == [
+        "add alias domain other.test (example.test)", "set catch-all example.test (a@example.test)"]
+    assert changes[2][1][1] == 1024**3  # type: ignore[index]
+    apply(changes, fake_db.store)  # type: ignore[arg-type]
+    assert fake_db.store.catch_alls() == {"example.test": ["a@example.test"]}
+    assert plan(seed, fake_db.store, "ARGON2ID", "fast") == []  # type: ignore[arg-type]  # applied: nothing to do
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("domains: [a.test]\ncatch_all:\n  a.test: []\n", "catch_all a.test: give at least one destination"),
+    ("domains: [a.test]\naliases:\n  - {source: '@a.test', destinations: [x@a.test]}\n"
+     "catch_all:\n  a.test: [y@a.test]\n", "@a.test is under both aliases and catch_all"),
+    ("domains: [a.test, b.test, c.test]\nalias_domains:\n  - {alias: a.test, target: b.test}\n"
+     "  - {alias: b.test, target: c.test}\n", "b.test is both an alias domain and a target"),
+])
+def test_seed_catch_all_and_alias_domain_mistakes(text: str, message: str) -> None:
     with pytest.raises(MailstackError) as refused:
-        plan(seed, fake_db.store, "ARGON2ID", "fast")  # type: ignore[arg-type]
-    assert refused.value.message == "the default schema has no quotas"
+        parse(text)
+    assert message in refused.value.message
 
 
 def test_seed_plans_quota_and_alias_domains_on_postfixadmin() -> None:
@@ -152,8 +172,6 @@ def test_seed_plans_quota_and_alias_domains_on_postfixadmin() -> None:
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda a: a.add_alias_domain("alias.test", "example.test"), "the default schema has no alias domains"),
-    (lambda a: a.add_user("a@example.test", "long-enough", quota="1M"), "the default schema has no quotas"),
     (lambda a: a.set_active("a@example.test", False), "the default schema has no disabled users"),
 ])
 def test_accounts_name_the_flavour_that_lacks_a_feature(fake_db: FakeDatabase, call: Any, message: str) -> None:

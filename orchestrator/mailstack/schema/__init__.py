@@ -86,7 +86,7 @@ def render_configs(config_dir: Path, schema: Flavour, mail_password: str, passwo
     commands = [*schema.postconf_commands(), *postconf_commands]
     overrides += "".join(f"{flag}\t{argument}\n" for flag, argument in commands)
     write_private(postfix_dir / "postconf.overrides", overrides.encode())
-    ddl = "".join(f"{statement};\n" for statement in (*schema.record_statements(), *schema.ddl))
+    ddl = "".join(f"{statement};\n" for statement in schema.schema_statements())
     write_private(config_dir / "mysql" / "schema.sql", ddl.encode())
 
 
