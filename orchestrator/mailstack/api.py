@@ -370,7 +370,7 @@ class MailStack:
 
     def set_quota(self, address: str, size: str | int) -> int:
         """Set a mailbox's quota (like "50M", bytes, 0 or "none": unlimited); returns it in bytes. Dovecot's
-        cached userdb answer (its quota_rule) is flushed, so the new limit applies at once."""
+        auth cache (which holds the userdb answer with the old quota_rule) is flushed: it applies at once."""
         address = check_login_address(address)
         size = 0 if isinstance(size, str) and size.strip().lower() in ("none", "unlimited") else size
         quota = check_size(size)
@@ -378,7 +378,8 @@ class MailStack:
         with self.database.transaction() as store:
             if not store.set_quota(address, quota) and store.password_hash(address) is None:
                 raise MailstackError(f"no user {address}", "add it first (add_user or the seed)")
-        self.stack.exec("dovecot", ["doveadm", "auth", "cache", "flush", address])
+        # Dovecot's per-user flush reaches only passdb entries (0 userdb entries flushed): flush everything
+        self.stack.exec("dovecot", ["doveadm", "auth", "cache", "flush"])
         return quota
 
     def quota_usage(self, address: str) -> tuple[int, int]:

@@ -405,7 +405,9 @@ def user_set_quota(ctx: typer.Context, address: Annotated[str, typer.Argument(he
     accounts_module.valid_size(size)
     schema.flavour(ctx.obj.settings.schema_flavour).require("quota")
     bytes_ = ctx.obj.accounts().set_quota(address, size)
-    accounts_module.forget_cached_logins(ctx.obj.stack(), [address])  # Dovecot caches the userdb's quota_rule
+    # Dovecot caches the userdb answer (its quota_rule); `doveadm auth cache flush USER` reaches only passdb
+    # entries, so the whole cache goes (logins are checked afresh once).
+    accounts_module.forget_cached_logins(ctx.obj.stack())
     report(f"quota of {escape(address)}: {_size(bytes_)}")
 
 

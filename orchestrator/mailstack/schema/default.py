@@ -90,8 +90,11 @@ DEFAULT = Flavour(
         "smtpd_sender_login_maps": ("sender_logins",),
     },
     password_query="SELECT email AS user, password FROM users WHERE email = '%u'",
-    # A NULL quota gives a NULL quota_rule, which Dovecot's SQL userdb leaves out: unlimited.
-    user_query="SELECT email AS user, CONCAT('*:bytes=', quota) AS quota_rule FROM users WHERE email = '%u'",
+    # NULL (and 0) quota: an explicit *:bytes=0 (unlimited). A NULL quota_rule would be left out by Dovecot's SQL
+    # userdb, and then the maildir backend falls back to the limit in the user's maildirsize file: a quota
+    # once set and then removed would still apply.
+    user_query="SELECT email AS user, CONCAT('*:bytes=', IFNULL(quota, 0)) AS quota_rule FROM users "
+               "WHERE email = '%u'",
     iterate_query="SELECT email AS user FROM users",
     sql={
         "list_domains": "SELECT name FROM domains ORDER BY name",
