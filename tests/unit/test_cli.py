@@ -209,6 +209,16 @@ def test_listings_as_json(tmp_path: Path, db: FakeDatabase) -> None:
     assert aliases == [{"source": "team@example.test", "destinations": ["alice@example.test"]}]
 
 
+def test_quota_usage_from_doveadm_tab_output() -> None:
+    from mailstack.accounts import parse_quota_usage  # noqa: PLC0415
+    one = "Quota name\tType\tValue\tLimit\t%\nUser quota\tSTORAGE\t18\t20\t90\nUser quota\tMESSAGE\t2\t-\t0\n"
+    assert parse_quota_usage(one, "a@example.test") == {"a@example.test": (18 * 1024, 2)}
+    every = ("Username\tQuota name\tType\tValue\tLimit\t%\na@example.test\tUser quota\tSTORAGE\t1\t-\t0\n"
+             "a@example.test\tUser quota\tMESSAGE\t1\t-\t0\nb@example.test\tUser quota\tSTORAGE\t0\t-\t0\n")
+    assert parse_quota_usage(every) == {"a@example.test": (1024, 1), "b@example.test": (0, 0)}
+    assert parse_quota_usage("") == {}
+
+
 def test_listings_as_tables(tmp_path: Path, db: FakeDatabase) -> None:
     assert "example.test" in run(tmp_path, "domain", "list").stdout
     assert "alice@example.test" in run(tmp_path, "user", "list").stdout

@@ -75,6 +75,62 @@ def test_switching_flavour_leaves_no_stale_map_files(tmp_path: Path) -> None:
     assert "virtual_domains" not in maps
 
 
+def test_default_alias_maps_put_real_mailboxes_before_any_catch_all(tmp_path: Path) -> None:
+    maps, dovecot, overrides = _rendered(tmp_path, schema.DEFAULT)
+    assert ("-e\tvirtual_alias_maps = mysql:/etc/postfix/sql/virtual_aliases.cf, "
+            "mysql:/etc/postfix/sql/virtual_mailbox_self.cf, mysql:/etc/postfix/sql/alias_domain_addresses.cf, "
+            "mysql:/etc/postfix/sql/alias_domain_catch_all.cf") in overrides
+    assert maps["virtual_mailbox_self"] == "SELECT email FROM users WHERE email = '%s'"  # email2email
+    # user@alias -> user@target only for a mailbox or an alias there (%u: never for the key @alias)
+    assert maps["alias_domain_addresses"].startswith("SELECT CONCAT('%u', '@', t.name) FROM alias_domains ad ")
+    assert "EXISTS (SELECT 1 FROM users WHERE email = CONCAT('%u', '@', t.name))" in maps["alias_domain_addresses"]
+    # the target's catch-all answers only the key @alias, asked after every map missed the full address
+    assert maps["alias_domain_catch_all"].endswith("WHERE a.name = '%d' AND '%s' = CONCAT('@', a.name)")
+    assert "quota_rule" in dovecot and "IFNULL(quota, 0)" in dovecot
+    assert schema.DEFAULT.supports("quota") and schema.DEFAULT.supports("alias_domains")
+
+
+def test_virtual_alias_domain_maps_follow_email2email() -> None:
+    order = schema.VIRTUAL.postfix_parameters["virtual_alias_maps"]
+    assert order == ("mysql-virtual-alias-maps", "mysql-email2email", "mysql-virtual-alias-domain-maps",
+                     "mysql-virtual-alias-domain-catchall-maps")
+    assert "FROM virtual_alias_domains ad" in schema.VIRTUAL.postfix_maps["mysql-virtual-alias-domain-maps"]
+    assert schema.VIRTUAL.postfix_maps["mysql-virtual-alias-domain-catchall-maps"].endswith(
+        "WHERE a.name='%d' AND '%s'=CONCAT('@', a.name)")
+
+
+@pytest.mark.parametrize("flavour", [schema.DEFAULT, schema.VIRTUAL])
+def test_migrations_are_idempotent_and_run_after_the_ddl(tmp_path: Path, flavour: schema.Flavour) -> None:
+    for statement in flavour.migrations:
+        assert statement.startswith(("CREATE TABLE IF NOT EXISTS", "ALTER TABLE users ADD COLUMN IF NOT EXISTS"))
+        assert "ON DELETE CASCADE" in statement or "ADD COLUMN" in statement
+    cursor = RecordingCursor()
+    flavour.store(cursor).create_tables()
+    run = [query for query, _ in cursor.statements]
+    assert run[-len(flavour.migrations):] == list(flavour.migrations)
+    assert run == list(flavour.schema_statements())
+    _rendered(tmp_path, flavour)
+    init = (tmp_path / "mysql" / "schema.sql").read_text()  # the MariaDB init file, run at each server start
+    assert init.endswith("".join(f"{statement};\n" for statement in flavour.migrations))
+    assert "ALTER TABLE users ADD COLUMN IF NOT EXISTS quota BIGINT UNSIGNED NULL DEFAULT NULL" in init or \
+        flavour is schema.VIRTUAL
+
+
+def test_default_store_writes_a_null_quota_for_unlimited() -> None:
+    cursor = RecordingCursor({"SELECT email, password, quota": [("a@example.test", "{ARGON2ID}x", None)]})
+    store = schema.DEFAULT.store(cursor)
+    store.set_quota("a@example.test", 0)
+    assert cursor.statements[-1] == ("UPDATE users SET quota = NULLIF(%(quota)s, 0) WHERE email = %(address)s",
+                                     {"address": "a@example.test", "quota": 0})
+    assert store.user_rows()[0].quota == 0  # NULL: unlimited
+    store.add_alias_domain("other.test", "example.test")
+    assert cursor.statements[-1][0].startswith("INSERT IGNORE INTO alias_domains (alias_domain_id, target_domain_id)")
+    store.set_catch_all("example.test", ["postmaster@example.test"])
+    assert [args for _, args in cursor.statements[-2:]] == [
+        {"source": "@example.test"},
+        {"source": "@example.test", "destination": "postmaster@example.test", "domain": "example.test"}]
+
+
 class RecordingCursor:
     def __init__(self, answers: dict[str, Any] | None = None) -> None:
         self.statements: list[tuple[str, Any]] = []
