@@ -4,7 +4,7 @@ transaction per operation (a refused operation changes nothing)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from mailstack import passwords
@@ -83,6 +83,8 @@ class UserInfo:
     scheme: str
     quota: int | None = None  # bytes, 0 = unlimited; None: the flavour has no quotas
     active: bool | None = None  # None: the flavour has no active flag
+    quota_used: int | None = None  # bytes stored, as Dovecot's quota counts them; None: not asked / unknown
+    messages: int | None = None  # messages stored (Dovecot's quota count); None: not asked / unknown
 
     def as_dict(self) -> dict[str, object]:
         return {key: value for key, value in asdict(self).items() if value is not None}
@@ -270,8 +272,96 @@ class Accounts:
             if alias in existing:
                 raise MailstackError(f"alias domain {alias} -> {existing[alias]} already exists",
                                      "`mailstack alias-domain list` shows the alias domains")
+            if alias in existing.values():
+                raise MailstackError(f"{alias} is the target of alias domain(s) "
+                                     f"{', '.join(a for a, t in existing.items() if t == alias)}",
+                                     "an alias domain points to a domain with mailboxes, not to another alias "
+                                     "domain; nothing was changed")
+            if target in existing:
+                raise MailstackError(f"{target} is itself an alias domain (of {existing[target]})",
+                                     f"point {alias} to {existing[target]} instead; nothing was changed")
             store.add_alias_domain(alias, target)
         return alias, target
+
+    def remove_alias_domain(self, alias: str) -> str:
+        """Mail to ALIAS is no longer rewritten (the domain itself stays a local domain)."""
+        alias = valid_domain(alias)
+        self.flavour.require("alias_domains")
+        with self._database().transaction() as store:
+            if not store.remove_alias_domain(alias):
+                raise MailstackError(f"no alias domain {alias}",
+                                     "`mailstack alias-domain list` shows the alias domains")
+        return alias
+
+    # --- catch-alls ---------------------------------------------------------------------------
+
+    def catch_alls(self) -> dict[str, list[str]]:
+        with self._database().transaction() as store:
+            return store.catch_alls()
+
+    def set_catch_all(self, domain: str, destinations: Iterable[str]) -> list[str]:
+        """Mail to any address of DOMAIN that is no mailbox or alias goes to DESTINATIONS (replacing the
+        domain's catch-all destinations, if it had some). Real mailboxes keep their mail."""
+        domain = self._fits("domain", valid_domain(domain))
+        wanted = list(dict.fromkeys(self._fits("address", valid_address(d)) for d in destinations))
+        if not wanted:
+            raise MailstackError("a catch-all needs at least one destination",
+                                 f"e.g. `mailstack catch-all set {domain} postmaster@{domain}`")
+        with self._database().transaction() as store:
+            if domain not in store.domains():
+                raise MailstackError(f"{domain} is not a local domain",
+                                     f"add it first: `mailstack domain add {domain}`; nothing was changed")
+            store.set_catch_all(domain, wanted)
+        return wanted
+
+    def remove_catch_all(self, domain: str) -> str:
+        domain = valid_domain(domain)
+        with self._database().transaction() as store:
+            if not store.remove_alias(f"@{domain}"):
+                raise MailstackError(f"{domain} has no catch-all", "`mailstack catch-all list` shows them")
+        return domain
+
+
+def with_quota_usage(stack: Stack, users: list[UserInfo]) -> list[UserInfo]:
+    """The users with what Dovecot counts against their quotas (bytes and messages): one
+    `doveadm quota get -u` for one user, one `-A` (every user Dovecot iterates) for more."""
+    if not users:
+        return users
+    argv = ["doveadm", "-f", "tab", "quota", "get"]
+    argv += ["-u", users[0].address] if len(users) == 1 else ["-A"]
+    result = stack.exec("dovecot", argv, check=False)
+    if result.returncode != 0:
+        said = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
+        raise MailstackError(f"Dovecot could not tell the quota usage: {said[-1] if said else result.returncode}",
+                             "is Dovecot running? `mailstack status`, `mailstack logs dovecot`")
+    usage = parse_quota_usage(result.stdout.decode(errors="replace"), users[0].address if len(users) == 1 else None)
+    return [replace(user, quota_used=usage.get(user.address, (None, None))[0],
+                    messages=usage.get(user.address, (None, None))[1]) for user in users]
+
+
+def parse_quota_usage(output: str, user: str | None = None) -> dict[str, tuple[int, int]]:
+    """`doveadm -f tab quota get` (with a Username column for -A): address -> (bytes, messages). Dovecot
+    gives STORAGE in KiB."""
+    lines = [line.split("\t") for line in output.splitlines() if line.strip()]
+    if not lines:
+        return {}
+    header = [name.strip().lower() for name in lines[0]]
+    column = {name: index for index, name in enumerate(header)}
+    if not {"type", "value"} <= column.keys():
+        return {}
+    found: dict[str, list[int]] = {}
+    for fields in lines[1:]:
+        address = fields[column["username"]] if "username" in column else user
+        if address is None or len(fields) < len(header) or not fields[column["value"]].strip().isdigit():
+            continue
+        value = int(fields[column["value"]])
+        kind = fields[column["type"]].strip().upper()
+        entry = found.setdefault(address.lower(), [0, 0])
+        if kind == "STORAGE":
+            entry[0] += value * 1024
+        elif kind == "MESSAGE":
+            entry[1] += value
+    return {address: (entry[0], entry[1]) for address, entry in found.items()}
 
 
 def forget_cached_logins(stack: Stack, addresses: Iterable[str] = ()) -> None:

@@ -23,6 +23,7 @@ from imapclient import IMAPClient
 
 from mailstack import passwords, provision, schema, snapshots
 from mailstack import sieve as sieve_module
+from mailstack.accounts import parse_quota_usage
 from mailstack.db import Database
 from mailstack.errors import MailstackError, NotReady, PortTaken
 from mailstack.production import Plan, load_dump, make_plan, read_dir
@@ -380,6 +381,42 @@ class MailStack:
         with self.database.transaction() as store:
             store.set_active(check_login_address(address), active)
         self.stack.exec("dovecot", ["doveadm", "auth", "cache", "flush", address])
+
+    def set_quota(self, address: str, size: str | int) -> int:
+        """Set a mailbox's quota (like "50M", bytes, 0 or "none": unlimited); returns it in bytes. Dovecot's
+        auth cache (which holds the userdb answer with the old quota_rule) is flushed: it applies at once."""
+        address = check_login_address(address)
+        size = 0 if isinstance(size, str) and size.strip().lower() in ("none", "unlimited") else size
+        quota = check_size(size)
+        self.database.schema.require("quota")
+        with self.database.transaction() as store:
+            if not store.set_quota(address, quota) and store.password_hash(address) is None:
+                raise MailstackError(f"no user {address}", "add it first (add_user or the seed)")
+        # Dovecot's per-user flush reaches only passdb entries (0 userdb entries flushed): flush everything
+        self.stack.exec("dovecot", ["doveadm", "auth", "cache", "flush"])
+        return quota
+
+    def quota_usage(self, address: str) -> tuple[int, int]:
+        """What Dovecot counts against the mailbox's quota: (bytes, messages)."""
+        address = check_login_address(address)
+        result = self.stack.exec("dovecot", ["doveadm", "-f", "tab", "quota", "get", "-u", address])
+        return parse_quota_usage(result.stdout.decode(errors="replace"), address).get(address, (0, 0))
+
+    def set_catch_all(self, domain: str, *destinations: str) -> None:
+        """Mail to an address of domain that is no mailbox or alias goes to destinations (the alias @domain;
+        replaces its destinations). Real mailboxes keep their mail."""
+        domain = check_domain(domain)
+        wanted = [check_address(d) for d in destinations]
+        if not wanted:
+            raise MailstackError("a catch-all needs at least one destination")
+        with self.database.transaction() as store:
+            if domain not in store.domains():
+                raise MailstackError(f"{domain} is not a local domain", "add it first (add_domain or the seed)")
+            store.set_catch_all(domain, wanted)
+
+    def remove_catch_all(self, domain: str) -> None:
+        with self.database.transaction() as store:
+            store.remove_alias(f"@{check_domain(domain)}")
 
     def add_alias_domain(self, alias: str, target: str) -> None:
         """Mail to anyone@alias goes to anyone@target; both are added as domains when missing."""

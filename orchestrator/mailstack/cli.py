@@ -54,13 +54,17 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
 domain_app = typer.Typer(help="Mail domains: add, list, remove.", no_args_is_help=True)
-user_app = typer.Typer(help="Mailbox users: add, list, passwd, remove.", no_args_is_help=True)
+user_app = typer.Typer(help="Mailbox users: add, list, passwd, set-quota, remove.", no_args_is_help=True)
 alias_app = typer.Typer(help="Aliases (forwardings): add, list, remove.", no_args_is_help=True)
-alias_domain_app = typer.Typer(help="Alias domains (postfixadmin schema): add, list.", no_args_is_help=True)
+alias_domain_app = typer.Typer(help="Alias domains (anyone@ALIAS gets anyone@TARGET's mail): add, list, remove.",
+                               no_args_is_help=True)
+catch_all_app = typer.Typer(help="Catch-alls (mail to unknown addresses of a domain): set, list, remove.",
+                            no_args_is_help=True)
 app.add_typer(domain_app, name="domain")
 app.add_typer(user_app, name="user")
 app.add_typer(alias_app, name="alias")
 app.add_typer(alias_domain_app, name="alias-domain")
+app.add_typer(catch_all_app, name="catch-all")
 queue_app = typer.Typer(help="Postfix's queue: list, show, flush, hold, release, delete, requeue.",
                         no_args_is_help=True)
 app.add_typer(queue_app, name="queue")
@@ -116,11 +120,11 @@ class Context:
         return self._database
 
     def flavour(self) -> schema.Flavour:
-        """The settings' flavour when they name one, else the running stack's (before a prompt: checks
-        that depend on the flavour come first)."""
-        if "schema_flavour" in self.settings.model_fields_set or not self.stack().is_running():
+        """The settings' flavour when they name one, else the one this stack was rendered with (its state
+        directory says; no stack or database is asked, so that checks run before any prompt)."""
+        if "schema_flavour" in self.settings.model_fields_set:
             return schema.flavour(self.settings.schema_flavour)
-        return self.database().schema
+        return schema.flavour(schema.rendered_flavour(self.settings.config_dir) or self.settings.schema_flavour)
 
     def accounts(self) -> accounts_module.Accounts:
         return accounts_module.Accounts(self.database, self.settings.password_scheme, self.settings.hash_cost,
@@ -351,13 +355,13 @@ def domain_remove(
 @user_app.command("add")
 def user_add(ctx: typer.Context, address: Annotated[str, typer.Argument(help="e.g. alice@example.test")],
              password_stdin: PasswordStdinOpt = False,
-             quota: Annotated[str | None, typer.Option(help="mailbox quota, like 50M or 2G (virtual, postfixadmin)")]
+             quota: Annotated[str | None, typer.Option(help="mailbox quota, like 50M or 2G (0: unlimited)")]
              = None) -> None:
     """Add a mailbox user. The password is prompted for (twice), or read with --password-stdin."""
     address = accounts_module.valid_login(address)
     if quota is not None:
         accounts_module.valid_size(quota)
-        schema.flavour(ctx.obj.settings.schema_flavour).require("quota")
+        ctx.obj.flavour().require("quota")
     password = read_password(password_stdin, confirm=True, before_prompt=ctx.obj.running_stack)
     password = accounts_module.valid_password(password)
     added = ctx.obj.accounts().add_user(address, password, quota=quota)
@@ -386,18 +390,43 @@ def user_enable(ctx: typer.Context, address: str) -> None:
 def user_list(ctx: typer.Context,
               domain: Annotated[str | None, typer.Option(help="only this domain's users")] = None,
               as_json: JsonOpt = False) -> None:
-    """The mailbox users and their password schemes (never the hashes)."""
+    """The mailbox users, their password schemes (never the hashes), quota limits and usage (from Dovecot)."""
     users = ctx.obj.accounts().users(domain)
+    if any(u.quota is not None for u in users):
+        users = accounts_module.with_quota_usage(ctx.obj.stack(), users)
     if as_json:
         _print_json([u.as_dict() for u in users])
         return
     columns = ["address", "domain", "scheme"]
     has_quota = any(u.quota is not None for u in users)
     has_active = any(u.active is not None for u in users)
-    columns += ["quota"] * has_quota + ["active"] * has_active
-    rows = [[u.address, u.domain, u.scheme] + [_size(u.quota)] * has_quota
+    columns += ["quota", "used", "messages"] * has_quota + ["active"] * has_active
+    rows = [[u.address, u.domain, u.scheme]
+            + [_size(u.quota), _used(u.quota_used, u.quota), "?" if u.messages is None else u.messages] * has_quota
             + [("yes" if u.active else "no")] * has_active for u in users]
     out.print(_table("users", columns, rows))
+
+
+def _used(used: int | None, limit: int | None) -> str:
+    if used is None:
+        return "?"
+    shown = _size(used) if used else "0"
+    return f"{shown} ({used * 100 // limit}%)" if limit else shown
+
+
+@user_app.command("set-quota")
+def user_set_quota(ctx: typer.Context, address: Annotated[str, typer.Argument(help="e.g. alice@example.test")],
+                   size: Annotated[str, typer.Argument(help="like 10K, 50M, 2G; 0 or none: unlimited")]) -> None:
+    """Set a mailbox's quota. Over it, mail is refused at RCPT (552) before it is accepted."""
+    address = accounts_module.valid_login(address)
+    size = "0" if size.strip().lower() in ("none", "unlimited") else size
+    accounts_module.valid_size(size)
+    ctx.obj.flavour().require("quota")
+    bytes_ = ctx.obj.accounts().set_quota(address, size)
+    # Dovecot caches the userdb answer (its quota_rule); `doveadm auth cache flush USER` reaches only passdb
+    # entries, so the whole cache goes (logins are checked afresh once).
+    accounts_module.forget_cached_logins(ctx.obj.stack())
+    report(f"quota of {escape(address)}: {_size(bytes_)}")
 
 
 def _size(size: int | None) -> str:
@@ -406,6 +435,9 @@ def _size(size: int | None) -> str:
     for unit, factor in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
         if size % factor == 0:
             return f"{size // factor}{unit}"
+    for unit, factor in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if size >= factor:
+            return f"{size / factor:.1f}{unit}"
     return f"{size} bytes"
 
 
@@ -458,16 +490,16 @@ def alias_remove(ctx: typer.Context, source: str,
 def alias_domain_add(ctx: typer.Context,
                      alias: Annotated[str, typer.Argument(help="the alias domain (a local domain)")],
                      target: Annotated[str, typer.Argument(help="the domain its mail goes to")]) -> None:
-    """Mail to anyone@ALIAS goes to anyone@TARGET (postfixadmin schema)."""
-    schema.flavour(ctx.obj.settings.schema_flavour).require("alias_domains")
+    """Mail to anyone@ALIAS goes to anyone@TARGET (a mailbox or alias there; else TARGET's catch-all; else 550)."""
+    ctx.obj.flavour().require("alias_domains")
     added, to = ctx.obj.accounts().add_alias_domain(alias, target)
     report(f"alias domain {escape(added)} -> {escape(to)}")
 
 
 @alias_domain_app.command("list")
 def alias_domain_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """The alias domains and their target domains (postfixadmin schema)."""
-    schema.flavour(ctx.obj.settings.schema_flavour).require("alias_domains")
+    """The alias domains and their target domains."""
+    ctx.obj.flavour().require("alias_domains")
     found = ctx.obj.accounts().alias_domains()
     if as_json:
         _print_json([{"alias": alias, "target": target} for alias, target in found.items()])
@@ -528,6 +560,43 @@ def sieve_remove(ctx: typer.Context, address: str, name: ScriptNameOpt = None) -
     address = accounts_module.valid_login(address)
     removed = sieve_module.Sieve(ctx.obj.running_stack()).remove(address, name)
     report(f"removed Sieve script {escape(removed)} of {escape(address)}")
+
+
+@alias_domain_app.command("remove")
+def alias_domain_remove(ctx: typer.Context,
+                        alias: Annotated[str, typer.Argument(help="the alias domain")]) -> None:
+    """Stop rewriting mail to ALIAS (it stays a local domain: `domain remove` removes it)."""
+    ctx.obj.flavour().require("alias_domains")
+    removed = ctx.obj.accounts().remove_alias_domain(alias)
+    report(f"removed alias domain {escape(removed)}")
+
+
+@catch_all_app.command("set")
+def catch_all_set(ctx: typer.Context, domain: Annotated[str, typer.Argument(help="a local domain")],
+                  destinations: Annotated[list[str], typer.Argument(help="where its unknown addresses' mail goes")]
+                  ) -> None:
+    """Mail to an address of DOMAIN with no mailbox or alias goes to each DESTINATION (replacing the old ones).
+    Real mailboxes keep their mail; it is the alias @DOMAIN."""
+    domain = accounts_module.valid_domain(domain)
+    wanted = ctx.obj.accounts().set_catch_all(domain, destinations)
+    report(f"catch-all @{escape(domain)} -> {escape(', '.join(wanted))}")
+
+
+@catch_all_app.command("list")
+def catch_all_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """The domains with a catch-all and its destinations."""
+    found = ctx.obj.accounts().catch_alls()
+    if as_json:
+        _print_json([{"domain": domain, "destinations": dests} for domain, dests in found.items()])
+        return
+    out.print(_table("catch-alls", ["domain", "destinations"], [[d, ", ".join(t)] for d, t in found.items()]))
+
+
+@catch_all_app.command("remove")
+def catch_all_remove(ctx: typer.Context, domain: Annotated[str, typer.Argument(help="a local domain")]) -> None:
+    """Remove DOMAIN's catch-all: its unknown addresses are refused again (550)."""
+    removed = ctx.obj.accounts().remove_catch_all(domain)
+    report(f"removed the catch-all of {escape(removed)}")
 
 
 @app.command()

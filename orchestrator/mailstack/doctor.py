@@ -238,11 +238,17 @@ def check_postfix_config(stack: Stack) -> Result:
 def check_maps(stack: Stack, subjects: Subjects, flavour: schema.Flavour) -> list[Result]:
     """Each Postfix SQL map, queried exactly as main.cf names it, with a real key from the database."""
     result = stack.exec("postfix", ["postconf", *MAP_PARAMETERS], check=False)
-    tables = map_tables(parse_postconf(result.stdout.decode(errors="replace")), flavour.postfix_maps)
-    return [check_map(stack, name, where, subjects) for name, where in tables.items()]
+    parameters = parse_postconf(result.stdout.decode(errors="replace"))
+    tables = map_tables(parameters, flavour.postfix_maps)
+    # Only a parameter's first map must know the key: the others answer other keys (a mailbox mapped to
+    # itself, alias domains), and "not found" is their right answer for an alias.
+    first = {parameter: next(iter(value.replace(",", " ").split()), "") for parameter, value in parameters.items()}
+    return [check_map(stack, name, where, subjects, primary=where is None or first.get(where[0]) == where[1])
+            for name, where in tables.items()]
 
 
-def check_map(stack: Stack, name: str, where: tuple[str, str] | None, subjects: Subjects) -> Result:
+def check_map(stack: Stack, name: str, where: tuple[str, str] | None, subjects: Subjects,
+              primary: bool = True) -> Result:
     label = f"map {name}"
     if where is None:
         return fail(label, f"{SQL_DIR}/{name}.cf is used by none of {', '.join(MAP_PARAMETERS)}",
@@ -251,7 +257,7 @@ def check_map(stack: Stack, name: str, where: tuple[str, str] | None, subjects: 
     kind = MAP_PARAMETERS[parameter]
     key = {"domain": subjects.domain, "user": subjects.user, "alias": subjects.alias}[kind]
     in_db = {"domain": subjects.domain_in_db, "user": subjects.user_in_db, "alias": True}[kind]
-    expected = key is not None and in_db
+    expected = key is not None and in_db and primary
     probe = key or (f"mailstack-doctor@{subjects.domain}" if subjects.domain else "mailstack-doctor.invalid")
     run = stack.exec("postfix", ["postmap", "-q", probe, table], check=False)
     outcome, said = classify_postmap(run.returncode, run.stdout.decode(errors="replace"),
@@ -263,12 +269,14 @@ def check_map(stack: Stack, name: str, where: tuple[str, str] | None, subjects: 
     if expected:
         return fail(label, f"{probe} not found by {table}, though the database has it",
                     f"the map's query (schema flavour) does not match the data: see {SQL_DIR}/{name}.cf")
-    if key is not None and kind == "user":
+    if key is not None and kind == "user" and primary:
         return fail(label, f"{probe} not found: it is not a user in the database",
                     f"`mailstack user add {probe}`, or `mailstack user list`")
-    if key is not None and kind == "domain":
+    if key is not None and kind == "domain" and primary:
         return fail(label, f"{probe} not found: it is not a local domain",
                     f"`mailstack domain add {probe}`, or `mailstack domain list`")
+    if not primary:
+        return ok(label, f"answers ({probe}: not found; this map answers other keys than the first map's)")
     return ok(label, f"answers ({probe}: not found; no {kind} in the database to look up)")
 
 

@@ -162,6 +162,8 @@ class SeedFile(BaseModel):
     users: list[UserSpec] = Field(default_factory=list)
     aliases: list[AliasSpec] = Field(default_factory=list)
     alias_domains: list[AliasDomainSpec] = Field(default_factory=list)
+    # domain -> where mail to its addresses without a mailbox or alias goes (the alias @domain)
+    catch_all: dict[Domain, list[Address]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> SeedFile:
@@ -176,6 +178,16 @@ class SeedFile(BaseModel):
         alias_domains = [entry.alias for entry in self.alias_domains]
         if len(alias_domains) != len(set(alias_domains)):
             raise ValueError("an alias domain is listed twice")
+        targets = {entry.target for entry in self.alias_domains}
+        chained = sorted(targets & set(alias_domains))
+        if chained:
+            raise ValueError(f"{chained[0]} is both an alias domain and a target: point alias domains to the "
+                             "domain with the mailboxes")
+        for domain, destinations in self.catch_all.items():
+            if not destinations:
+                raise ValueError(f"catch_all {domain}: give at least one destination")
+            if f"@{domain}" in sources:
+                raise ValueError(f"@{domain} is under both aliases and catch_all: give it once")
         return self
 
 
@@ -341,6 +353,14 @@ def plan(seed: SeedFile, store: Store, scheme: passwords.Scheme, cost: passwords
                                      "domain's target; nothing was changed")
             continue
         changes.append((Change("add alias domain", entry.alias, entry.target), entry.target))
+    for domain, destinations in seed.catch_all.items():
+        check_fits(flavour, "domain", domain)
+        if domain not in known:
+            raise MailstackError(f"catch_all {domain}: it is not a local domain",
+                                 "add it under 'domains:'; nothing was changed")
+        wanted = list(dict.fromkeys(check_fits(flavour, "address", d) for d in destinations))
+        if sorted(aliases.get(f"@{domain}", [])) != sorted(wanted):
+            changes.append((Change("set catch-all", domain, " ".join(wanted)), wanted))
     return changes
 
 
@@ -361,6 +381,8 @@ def apply(changes: list[tuple[Change, object]], store: Store) -> None:
             store.add_alias(change.target, list(value))  # type: ignore[call-overload]
         elif change.action == "add alias domain":
             store.add_alias_domain(change.target, str(value))
+        elif change.action == "set catch-all":
+            store.set_catch_all(change.target, list(value))  # type: ignore[call-overload]
 
 
 def sieve_scripts(seed: SeedFile) -> list[tuple[str, str]]:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from imapclient import IMAPClient
+from mailstack.db import Database
 from mailstack.settings import load_settings
 from mailstack.stack import Stack
 
@@ -150,6 +151,16 @@ def test_a_previous_release_stack_upgrades_in_place_and_keeps_everything(
     assert [entry["queue_name"] for entry in queued(env)] == ["hold"]
 
     mailstack(REPOSITORY, env, "up")  # this release's code and images, the same project and volumes
+    # the migrations ran in place: the default flavour's quota column (NULL: unlimited) and alias_domains table
+    connection = Database.for_stack(stack(env)).connect()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT email, quota FROM users ORDER BY email")
+            assert cursor.fetchall() == (("alice@upgrade.test", None), ("bob@upgrade.test", None))
+            cursor.execute("SELECT COUNT(*) FROM alias_domains")
+            assert cursor.fetchone() == (0,)
+    finally:
+        connection.close()
 
     users = json.loads(mailstack(REPOSITORY, env, "user", "list", "--json"))
     assert sorted(user["address"] for user in users) == ["alice@upgrade.test", "bob@upgrade.test"]

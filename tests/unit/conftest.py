@@ -48,6 +48,17 @@ class FakeStore:
         self.alias_domain_rows[alias] = target
         return True
 
+    def remove_alias_domain(self, alias: str) -> bool:
+        self.schema.require("alias_domains")
+        return self.alias_domain_rows.pop(alias, None) is not None
+
+    def catch_alls(self) -> dict[str, list[str]]:
+        return {source[1:]: dests for source, dests in self.aliases().items() if source.startswith("@")}
+
+    def set_catch_all(self, domain: str, destinations: Iterable[str]) -> None:
+        self.remove_alias(f"@{domain}")
+        self.add_alias(f"@{domain}", destinations)
+
     def create_tables(self) -> None:
         return None
 
@@ -82,6 +93,7 @@ class FakeStore:
         self.domain_names.remove(name)
         self.user_hashes = {a: h for a, h in self.user_hashes.items() if domain_of(a) != name}
         self.alias_rows = [(s, d) for s, d in self.alias_rows if domain_of(s) != name]
+        self.alias_domain_rows = {a: t for a, t in self.alias_domain_rows.items() if name not in (a, t)}
         return True
 
     def add_user(self, address: str, password_hash: str, quota: int | None = None, active: bool = True) -> bool:

@@ -3,6 +3,7 @@ in-memory stand-in, and bad input must fail before anything (stack or database) 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,6 +29,10 @@ def db(fake_db: FakeDatabase, monkeypatch: pytest.MonkeyPatch) -> FakeDatabase:
     fake_db.flushed = []  # type: ignore[attr-defined]
     monkeypatch.setattr(cli.accounts_module, "forget_cached_logins",
                         lambda stack, addresses=(): fake_db.flushed.append(list(addresses)))  # type: ignore[attr-defined]
+    # Dovecot's usage (doveadm quota get): 3 KiB in 2 messages for everyone
+    monkeypatch.setattr(cli.accounts_module, "with_quota_usage",
+                        lambda stack, users: [dataclasses.replace(u, quota_used=3072, messages=2) for u in users])
+    monkeypatch.setattr(cli.Context, "stack", lambda self: None)
     return fake_db
 
 
@@ -198,9 +203,20 @@ def test_listings_as_json(tmp_path: Path, db: FakeDatabase) -> None:
     domains = json.loads(run(tmp_path, "domain", "list", "--json").stdout)
     assert domains == [{"name": "example.test", "users": 1, "aliases": 1}]
     users = json.loads(run(tmp_path, "user", "list", "--json").stdout)
-    assert users == [{"address": "alice@example.test", "domain": "example.test", "scheme": "ARGON2ID"}]
+    assert users == [{"address": "alice@example.test", "domain": "example.test", "scheme": "ARGON2ID", "quota": 0,
+                      "quota_used": 3072, "messages": 2}]
     aliases = json.loads(run(tmp_path, "alias", "list", "--json").stdout)
     assert aliases == [{"source": "team@example.test", "destinations": ["alice@example.test"]}]
+
+
+def test_quota_usage_from_doveadm_tab_output() -> None:
+    from mailstack.accounts import parse_quota_usage  # noqa: PLC0415
+    one = "Quota name\tType\tValue\tLimit\t%\nUser quota\tSTORAGE\t18\t20\t90\nUser quota\tMESSAGE\t2\t-\t0\n"
+    assert parse_quota_usage(one, "a@example.test") == {"a@example.test": (18 * 1024, 2)}
+    every = ("Username\tQuota name\tType\tValue\tLimit\t%\na@example.test\tUser quota\tSTORAGE\t1\t-\t0\n"
+             "a@example.test\tUser quota\tMESSAGE\t1\t-\t0\nb@example.test\tUser quota\tSTORAGE\t0\t-\t0\n")
+    assert parse_quota_usage(every) == {"a@example.test": (1024, 1), "b@example.test": (0, 0)}
+    assert parse_quota_usage("") == {}
 
 
 def test_listings_as_tables(tmp_path: Path, db: FakeDatabase) -> None:
@@ -251,17 +267,39 @@ def test_error_messages_with_brackets_are_printed_as_they_are(tmp_path: Path, mo
                                    "hint: see [red]logs[/red]"]
 
 
-def test_cli_alias_domain_on_the_default_flavour_is_one_line_naming_it(tmp_path: Path, no_stack: list[str]) -> None:
-    result = run(tmp_path, "alias-domain", "add", "alias.test", "example.test")
-    assert result.exit_code == 1
-    assert error_lines(result)[0] == "error: the default schema has no alias domains"
+def test_cli_bad_quota_size_is_refused_before_asking_a_password(tmp_path: Path, no_stack: list[str]) -> None:
+    result = run(tmp_path, "user", "add", "a@example.test", "--quota", "lots", "--password-stdin",
+                 input="pw-pw-pw-pw\n")
+    assert result.exit_code == 1 and error_lines(result)[0].startswith("error: invalid quota")
+    result = run(tmp_path, "user", "set-quota", "a@example.test", "12X")
+    assert result.exit_code == 1 and error_lines(result)[0].startswith("error: invalid quota")
     assert not no_stack
 
 
-def test_cli_quota_on_the_default_flavour_names_it_before_asking_a_password(tmp_path: Path,
-                                                                           no_stack: list[str]) -> None:
-    result = run(tmp_path, "user", "add", "a@example.test", "--quota", "50M", "--password-stdin", input="pw-pw-pw-pw\n")
-    assert result.exit_code == 1 and error_lines(result)[0] == "error: the default schema has no quotas"
+def test_cli_set_quota_catch_all_and_alias_domains(tmp_path: Path, db: FakeDatabase) -> None:
+    assert run(tmp_path, "user", "set-quota", "alice@example.test", "50M").exit_code == 0
+    assert db.store.quotas["alice@example.test"] == 50 * 1024**2
+    assert db.flushed == [[]]  # type: ignore[attr-defined]  # all of Dovecot's cache: it holds the old quota_rule
+    assert run(tmp_path, "user", "set-quota", "alice@example.test", "none").exit_code == 0
+    assert db.store.quotas["alice@example.test"] == 0
+    result = run(tmp_path, "user", "set-quota", "nobody@example.test", "1G")
+    assert result.exit_code == 1 and error_lines(result)[0] == "error: no user nobody@example.test"
+    db.store.domain_names.append("alias.test")
+    assert run(tmp_path, "alias-domain", "add", "alias.test", "example.test").exit_code == 0
+    assert json.loads(run(tmp_path, "alias-domain", "list", "--json").stdout) == [
+        {"alias": "alias.test", "target": "example.test"}]
+    assert run(tmp_path, "catch-all", "set", "example.test", "alice@example.test").exit_code == 0
+    assert run(tmp_path, "catch-all", "set", "example.test", "bob@example.test", "eve@outside.test").exit_code == 0
+    assert json.loads(run(tmp_path, "catch-all", "list", "--json").stdout) == [
+        {"domain": "example.test", "destinations": ["bob@example.test", "eve@outside.test"]}]
+    result = run(tmp_path, "catch-all", "set", "outside.test", "alice@example.test")
+    assert result.exit_code == 1 and error_lines(result)[0] == "error: outside.test is not a local domain"
+    assert run(tmp_path, "catch-all", "remove", "example.test").exit_code == 0
+    assert db.store.catch_alls() == {}
+    result = run(tmp_path, "catch-all", "remove", "example.test")
+    assert result.exit_code == 1 and error_lines(result)[0] == "error: example.test has no catch-all"
+    assert run(tmp_path, "alias-domain", "remove", "alias.test").exit_code == 0
+    assert db.store.alias_domain_rows == {}
 
 
 def test_cli_schema_option_selects_the_flavour(tmp_path: Path, no_stack: list[str]) -> None:

@@ -40,9 +40,10 @@ def test_postconf_and_map_tables() -> None:
 
 
 def test_every_flavour_map_is_served_by_a_parameter_doctor_knows() -> None:
-    main_cf = "\n".join(f"{p} = mysql:{doctor.SQL_DIR}/{n}.cf" for p, n in zip(
-        doctor.MAP_PARAMETERS, schema.DEFAULT.postfix_maps, strict=True))
-    assert None not in doctor.map_tables(doctor.parse_postconf(main_cf), schema.DEFAULT.postfix_maps).values()
+    for flavour in schema.FLAVOURS.values():
+        main_cf = "\n".join(argument for _, argument in flavour.postconf_commands())
+        assert set(flavour.postfix_parameters) <= set(doctor.MAP_PARAMETERS)
+        assert None not in doctor.map_tables(doctor.parse_postconf(main_cf), flavour.postfix_maps).values()
 
 
 def test_postmap_outcomes() -> None:

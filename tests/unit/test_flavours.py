@@ -10,7 +10,7 @@ import pytest
 from mailstack import passwords, schema
 from mailstack.accounts import Accounts
 from mailstack.errors import MailstackError
-from mailstack.seed import parse, plan
+from mailstack.seed import apply, parse, plan
 
 from .conftest import FakeDatabase
 
@@ -35,7 +35,8 @@ def test_virtual_renders_the_tutorials_queries(tmp_path: Path) -> None:
     assert "CONCAT('*:bytes=', quota) AS quota_rule" in dovecot
     assert "default_pass_scheme = SHA512-CRYPT\n" in dovecot
     assert "-e\tvirtual_alias_maps = mysql:/etc/postfix/sql/mysql-virtual-alias-maps.cf, " \
-           "mysql:/etc/postfix/sql/mysql-email2email.cf" in overrides
+           "mysql:/etc/postfix/sql/mysql-email2email.cf, mysql:/etc/postfix/sql/mysql-virtual-alias-domain-maps.cf, " \
+           "mysql:/etc/postfix/sql/mysql-virtual-alias-domain-catchall-maps.cf" in overrides
     assert overrides[-1] == "-e\tx = 1"  # the caller's commands come after the flavour's
 
 
@@ -72,6 +73,62 @@ def test_switching_flavour_leaves_no_stale_map_files(tmp_path: Path) -> None:
     _rendered(tmp_path, schema.DEFAULT)
     maps, _, _ = _rendered(tmp_path, schema.VIRTUAL)
     assert "virtual_domains" not in maps
+
+
+def test_default_alias_maps_put_real_mailboxes_before_any_catch_all(tmp_path: Path) -> None:
+    maps, dovecot, overrides = _rendered(tmp_path, schema.DEFAULT)
+    assert ("-e\tvirtual_alias_maps = mysql:/etc/postfix/sql/virtual_aliases.cf, "
+            "mysql:/etc/postfix/sql/virtual_mailbox_self.cf, mysql:/etc/postfix/sql/alias_domain_addresses.cf, "
+            "mysql:/etc/postfix/sql/alias_domain_catch_all.cf") in overrides
+    assert maps["virtual_mailbox_self"] == "SELECT email FROM users WHERE email = '%s'"  # email2email
+    # user@alias -> user@target only for a mailbox or an alias there (%u: never for the key @alias)
+    assert maps["alias_domain_addresses"].startswith("SELECT CONCAT('%u', '@', t.name) FROM alias_domains ad ")
+    assert "EXISTS (SELECT 1 FROM users WHERE email = CONCAT('%u', '@', t.name))" in maps["alias_domain_addresses"]
+    # the target's catch-all answers only the key @alias, asked after every map missed the full address
+    assert maps["alias_domain_catch_all"].endswith("WHERE a.name = '%d' AND '%s' = CONCAT('@', a.name)")
+    assert "quota_rule" in dovecot and "IFNULL(quota, 0)" in dovecot
+    assert schema.DEFAULT.supports("quota") and schema.DEFAULT.supports("alias_domains")
+
+
+def test_virtual_alias_domain_maps_follow_email2email() -> None:
+    order = schema.VIRTUAL.postfix_parameters["virtual_alias_maps"]
+    assert order == ("mysql-virtual-alias-maps", "mysql-email2email", "mysql-virtual-alias-domain-maps",
+                     "mysql-virtual-alias-domain-catchall-maps")
+    assert "FROM virtual_alias_domains ad" in schema.VIRTUAL.postfix_maps["mysql-virtual-alias-domain-maps"]
+    assert schema.VIRTUAL.postfix_maps["mysql-virtual-alias-domain-catchall-maps"].endswith(
+        "WHERE a.name='%d' AND '%s'=CONCAT('@', a.name)")
+
+
+@pytest.mark.parametrize("flavour", [schema.DEFAULT, schema.VIRTUAL])
+def test_migrations_are_idempotent_and_run_after_the_ddl(tmp_path: Path, flavour: schema.Flavour) -> None:
+    for statement in flavour.migrations:
+        assert statement.startswith(("CREATE TABLE IF NOT EXISTS", "ALTER TABLE users ADD COLUMN IF NOT EXISTS"))
+        assert "ON DELETE CASCADE" in statement or "ADD COLUMN" in statement
+    cursor = RecordingCursor()
+    flavour.store(cursor).create_tables()
+    run = [query for query, _ in cursor.statements]
+    assert run[-len(flavour.migrations):] == list(flavour.migrations)
+    assert run == list(flavour.schema_statements())
+    _rendered(tmp_path, flavour)
+    init = (tmp_path / "mysql" / "schema.sql").read_text()  # the MariaDB init file, run at each server start
+    assert init.endswith("".join(f"{statement};\n" for statement in flavour.migrations))
+    assert "ALTER TABLE users ADD COLUMN IF NOT EXISTS quota BIGINT UNSIGNED NULL DEFAULT NULL" in init or \
+        flavour is schema.VIRTUAL
+
+
+def test_default_store_writes_a_null_quota_for_unlimited() -> None:
+    cursor = RecordingCursor({"SELECT email, password, quota": [("a@example.test", "{ARGON2ID}x", None)]})
+    store = schema.DEFAULT.store(cursor)
+    store.set_quota("a@example.test", 0)
+    assert cursor.statements[-1] == ("UPDATE users SET quota = NULLIF(%(quota)s, 0) WHERE email = %(address)s",
+                                     {"address": "a@example.test", "quota": 0})
+    assert store.user_rows()[0].quota == 0  # NULL: unlimited
+    store.add_alias_domain("other.test", "example.test")
+    assert cursor.statements[-1][0].startswith("INSERT IGNORE INTO alias_domains (alias_domain_id, target_domain_id)")
+    store.set_catch_all("example.test", ["postmaster@example.test"])
+    assert [args for _, args in cursor.statements[-2:]] == [
+        {"source": "@example.test"},
+        {"source": "@example.test", "destination": "postmaster@example.test", "domain": "example.test"}]
 
 
 class RecordingCursor:
@@ -135,11 +192,30 @@ def test_seed_sizes_and_flags() -> None:
     assert seed.users[0].quota == 50 * 1024**2 and seed.users[0].active is False
 
 
-def test_seed_with_quota_on_the_default_flavour_names_the_flavour(fake_db: FakeDatabase) -> None:
-    seed = parse("domains: [example.test]\nusers:\n  - {address: a@example.test, password: long-enough, quota: 1G}\n")
+def test_seed_plans_quota_alias_domains_and_catch_all_on_the_default_flavour(fake_db: FakeDatabase) -> None:
+    seed = parse("domains: [example.test, other.test]\nusers:\n  - {address: a@example.test, password: long-enough, "
+                 "quota: 1G}\nalias_domains:\n  - {alias: other.test, target: example.test}\n"
+                 "catch_all:\n  example.test: [a@example.test]\n")
+    changes = plan(seed, fake_db.store, "ARGON2ID", "fast")  # type: ignore[arg-type]
+    assert [str(change) for change, _ in changes][-2:] == [
+        "add alias domain other.test (example.test)", "set catch-all example.test (a@example.test)"]
+    assert changes[2][1][1] == 1024**3  # type: ignore[index]
+    apply(changes, fake_db.store)  # type: ignore[arg-type]
+    assert fake_db.store.catch_alls() == {"example.test": ["a@example.test"]}
+    assert plan(seed, fake_db.store, "ARGON2ID", "fast") == []  # type: ignore[arg-type]  # applied: nothing to do
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("domains: [a.test]\ncatch_all:\n  a.test: []\n", "catch_all a.test: give at least one destination"),
+    ("domains: [a.test]\naliases:\n  - {source: '@a.test', destinations: [x@a.test]}\n"
+     "catch_all:\n  a.test: [y@a.test]\n", "@a.test is under both aliases and catch_all"),
+    ("domains: [a.test, b.test, c.test]\nalias_domains:\n  - {alias: a.test, target: b.test}\n"
+     "  - {alias: b.test, target: c.test}\n", "b.test is both an alias domain and a target"),
+])
+def test_seed_catch_all_and_alias_domain_mistakes(text: str, message: str) -> None:
     with pytest.raises(MailstackError) as refused:
-        plan(seed, fake_db.store, "ARGON2ID", "fast")  # type: ignore[arg-type]
-    assert refused.value.message == "the default schema has no quotas"
+        parse(text)
+    assert message in refused.value.message
 
 
 def test_seed_plans_quota_and_alias_domains_on_postfixadmin() -> None:
@@ -152,8 +228,6 @@ def test_seed_plans_quota_and_alias_domains_on_postfixadmin() -> None:
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda a: a.add_alias_domain("alias.test", "example.test"), "the default schema has no alias domains"),
-    (lambda a: a.add_user("a@example.test", "long-enough", quota="1M"), "the default schema has no quotas"),
     (lambda a: a.set_active("a@example.test", False), "the default schema has no disabled users"),
 ])
 def test_accounts_name_the_flavour_that_lacks_a_feature(fake_db: FakeDatabase, call: Any, message: str) -> None:

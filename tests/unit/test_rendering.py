@@ -19,7 +19,10 @@ def test_every_postfix_map_and_the_dovecot_config_come_from_the_flavour(tmp_path
     assert f"password_query = {schema.DEFAULT.password_query}\n" in dovecot
     assert "default_pass_scheme = ARGON2ID" in dovecot
     ddl = (tmp_path / "mysql" / "schema.sql").read_text()
-    assert ddl.count("CREATE TABLE IF NOT EXISTS") == len(schema.DEFAULT.ddl) + 1  # + the flavour record
+    # the tables, the flavour record, and the migrations' table (alias_domains) and column (users.quota)
+    assert ddl.count("CREATE TABLE IF NOT EXISTS") == len(schema.DEFAULT.ddl) + 2
+    assert ddl.index("CREATE TABLE IF NOT EXISTS users") < ddl.index(
+        "ALTER TABLE users ADD COLUMN IF NOT EXISTS quota BIGINT UNSIGNED NULL DEFAULT NULL;\n")
 
 
 def test_rendered_files_hold_the_password_so_only_the_owner_reads_them(tmp_path: Path) -> None:

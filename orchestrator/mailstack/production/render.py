@@ -61,7 +61,9 @@ def render_plan(config_dir: Path, plan: Plan, mail_password: str) -> None:
         root.unlink(missing_ok=True)
 
 
-    (config_dir / MARKER).write_text(json.dumps(plan.as_json(), indent=1) + "\n")  # masked: no secret in it
+    write_private(config_dir / schema.FLAVOUR_FILE, (plan.flavour + "\n").encode())
+    # the report, masked: no secret in it
+    write_private(config_dir / MARKER, (json.dumps(plan.as_json(), indent=1) + "\n").encode())
 
 
 MARKER = "production.json"  # in the config dir: this stack was made from production files (their report)

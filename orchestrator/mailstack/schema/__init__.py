@@ -86,12 +86,25 @@ def render_configs(config_dir: Path, schema: Flavour, mail_password: str, passwo
     commands = [*schema.postconf_commands(), *postconf_commands]
     overrides += "".join(f"{flag}\t{argument}\n" for flag, argument in commands)
     write_private(postfix_dir / "postconf.overrides", overrides.encode())
-    ddl = "".join(f"{statement};\n" for statement in (*schema.record_statements(), *schema.ddl))
+    ddl = "".join(f"{statement};\n" for statement in schema.schema_statements())
     write_private(config_dir / "mysql" / "schema.sql", ddl.encode())
+    write_private(config_dir / FLAVOUR_FILE, (schema.name + "\n").encode())
+
+
+FLAVOUR_FILE = "flavour"  # in the config dir: the flavour the stack was rendered with
+
+
+def rendered_flavour(config_dir: Path) -> str | None:
+    """The built-in flavour a stack's config was rendered with (None: none, or a production copy's own)."""
+    try:
+        name = (config_dir / FLAVOUR_FILE).read_text().strip()
+    except OSError:
+        return None
+    return name if name in FLAVOURS else None
 
 
 __all__ = [
     "ADMIN_USER", "DB_HOST", "DB_NAME", "DEFAULT", "FLAVOURS", "FLAVOUR_TABLE", "MAIL_READER", "PASSWORD_HASH_MAX",
     "POSTFIXADMIN", "SERVER_UPTIME_QUERY", "SQL_DIR", "VIRTUAL", "Cursor", "Feature", "Flavour", "Limits", "Store",
-    "UserRow", "domain_of", "flavour", "flavour_record", "mismatch_error", "render_configs",
+    "UserRow", "domain_of", "flavour", "flavour_record", "mismatch_error", "rendered_flavour", "render_configs",
 ]

@@ -77,6 +77,10 @@ class Flavour:
     features: frozenset[Feature] = frozenset()
     limits: Limits = Limits()
     store_class: type[Store] | None = None  # None: Store
+    # Idempotent statements run after the DDL, wherever it runs (Store.create_tables at `up` and seeding, the
+    # MariaDB init file at each server start): what a later release added to a flavour's tables, so that an
+    # existing stack's database gets it in place (CREATE TABLE IF NOT EXISTS, ADD COLUMN IF NOT EXISTS).
+    migrations: tuple[str, ...] = ()
 
     def supports(self, feature: Feature) -> bool:
         return feature in self.features
@@ -92,6 +96,10 @@ class Flavour:
     def postconf_commands(self) -> list[tuple[str, str]]:
         return [("-e", f"{parameter} = " + ", ".join(f"mysql:{SQL_DIR}/{name}.cf" for name in names))
                 for parameter, names in self.postfix_parameters.items()]
+
+    def schema_statements(self) -> tuple[str, ...]:
+        """Everything that makes (or brings up to date) this flavour's tables, in order; idempotent."""
+        return (*self.record_statements(), *self.ddl, *self.migrations)
 
     def record_statements(self) -> tuple[str, ...]:
         """Create the flavour record (idempotent): an existing record is kept, whatever it says."""
@@ -142,7 +150,7 @@ class Store:
     # --- tables and the flavour record ----------------------------------------------------------
 
     def create_tables(self) -> None:
-        for statement in (*self.schema.record_statements(), *self.schema.ddl):
+        for statement in self.schema.schema_statements():
             self.cursor.execute(statement)
 
     def recorded_flavour(self) -> str | None:
@@ -174,7 +182,7 @@ class Store:
         self._run("list_users")
         rows = []
         for row in self.cursor.fetchall():
-            quota = int(row[2]) if self.schema.supports("quota") else None
+            quota = int(row[2] or 0) if self.schema.supports("quota") else None  # NULL: unlimited
             active = bool(int(row[3])) if self.schema.supports("active") else None
             rows.append(UserRow(row[0], row[1], quota, active))
         return rows
@@ -239,3 +247,19 @@ class Store:
     def add_alias_domain(self, alias: str, target: str) -> bool:
         self.schema.require("alias_domains")
         return self._run("add_alias_domain", alias=alias, target=target) > 0
+
+    def remove_alias_domain(self, alias: str) -> bool:
+        self.schema.require("alias_domains")
+        return self._run("remove_alias_domain", alias=alias) > 0
+
+    # --- catch-alls: the alias @domain, in every flavour ------------------------------------------
+
+    def catch_alls(self) -> dict[str, list[str]]:
+        """Each domain with a catch-all, and where its mail goes."""
+        return {source[1:]: destinations for source, destinations in self.aliases().items()
+                if source.startswith("@")}
+
+    def set_catch_all(self, domain: str, destinations: Iterable[str]) -> None:
+        """Replace the domain's catch-all destinations (the caller's transaction makes it one change)."""
+        self.remove_alias(f"@{domain}")
+        self.add_alias(f"@{domain}", destinations)

@@ -264,6 +264,7 @@ POSTFIXADMIN = Flavour(
         "list_alias_domains": "SELECT alias_domain, target_domain FROM alias_domain ORDER BY alias_domain",
         "add_alias_domain": "INSERT IGNORE INTO alias_domain (alias_domain, target_domain, created, modified, "
                             "active) VALUES (%(alias)s, %(target)s, NOW(), NOW(), 1)",
+        "remove_alias_domain": "DELETE FROM alias_domain WHERE alias_domain = %(alias)s",
     },
     default_pass_scheme="MD5-CRYPT",  # DOVECOT.txt's (PostfixAdmin's md5crypt); prefixed hashes win anyway
     features=frozenset({"quota", "active", "alias_domains"}),

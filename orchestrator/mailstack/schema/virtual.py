@@ -4,6 +4,18 @@ DigitalOcean guides share: virtual_domains, virtual_users (with quota), virtual_
 Column widths are the tutorial's: domain names up to 50 characters, addresses up to 100, password hashes up
 to 150 (the orchestrator's {ARGON2ID}... hashes are about 107 characters, {BLF-CRYPT} 71, {SHA512-CRYPT} 120).
 The tutorial creates its tables with the server's default character set; mailstack says utf8mb4.
+
+Alias domains are not in the tutorial; they come in its spirit, as a migration (a table created if missing,
+so an existing stack gains it in place): virtual_alias_domains (alias domain -> target domain, both rows of
+virtual_domains, removed with either). virtual_alias_maps, in Postfix's lookup order (user@domain in every
+map first, then @domain; results looked up again until an address maps to itself):
+
+1. mysql-virtual-alias-maps: the tutorial's aliases, catch-alls (source @domain) included;
+2. mysql-email2email: a real user maps to itself, so a catch-all never swallows its mail;
+3. mysql-virtual-alias-domain-maps: user@ALIAS -> user@TARGET when that is a user or an alias (the
+   email2email idea for the alias domain: maps 1-2 then resolve it as in the target);
+4. mysql-virtual-alias-domain-catchall-maps: the key @ALIAS only: the target's catch-all destinations, none
+   when the target has none (an unknown user stays 550 at RCPT).
 """
 
 from __future__ import annotations
@@ -40,12 +52,34 @@ VIRTUAL = Flavour(
               FOREIGN KEY (domain_id) REFERENCES virtual_domains(id) ON DELETE CASCADE
             ) {_TABLE_OPTIONS}""",
     ),
+    migrations=(
+        f"""CREATE TABLE IF NOT EXISTS `virtual_alias_domains` (
+              `id` int(11) NOT NULL auto_increment,
+              `alias_domain_id` int(11) NOT NULL,
+              `target_domain_id` int(11) NOT NULL,
+              PRIMARY KEY (`id`),
+              UNIQUE KEY `alias_domain_id` (`alias_domain_id`),
+              FOREIGN KEY (alias_domain_id) REFERENCES virtual_domains(id) ON DELETE CASCADE,
+              FOREIGN KEY (target_domain_id) REFERENCES virtual_domains(id) ON DELETE CASCADE
+            ) {_TABLE_OPTIONS}""",
+    ),
     postfix_maps={
         "mysql-virtual-mailbox-domains": "SELECT 1 FROM virtual_domains WHERE name='%s'",
         "mysql-virtual-mailbox-maps": "SELECT 1 FROM virtual_users WHERE email='%s'",
         "mysql-virtual-alias-maps": "SELECT destination FROM virtual_aliases WHERE source='%s'",
         # A user's address maps to itself, so that a catch-all (@domain) never swallows a real user's mail.
         "mysql-email2email": "SELECT email FROM virtual_users WHERE email='%s'",
+        "mysql-virtual-alias-domain-maps":
+            "SELECT CONCAT('%u', '@', t.name) FROM virtual_alias_domains ad JOIN virtual_domains a "
+            "ON a.id = ad.alias_domain_id JOIN virtual_domains t ON t.id = ad.target_domain_id "
+            "WHERE a.name='%d' AND (EXISTS (SELECT 1 FROM "
+            "virtual_users WHERE email=CONCAT('%u', '@', t.name)) OR EXISTS (SELECT 1 FROM virtual_aliases "
+            "WHERE source=CONCAT('%u', '@', t.name)))",
+        "mysql-virtual-alias-domain-catchall-maps":
+            "SELECT c.destination FROM virtual_alias_domains ad JOIN virtual_domains a ON a.id = ad.alias_domain_id "
+            "JOIN virtual_domains t ON t.id = ad.target_domain_id "
+            "JOIN virtual_aliases c ON c.source=CONCAT('@', t.name) "
+            "WHERE a.name='%d' AND '%s'=CONCAT('@', a.name)",
         # Not in the tutorial (it does not check senders); the same rule as the default flavour: a user may
         # send as itself and as the aliases that lead to it.
         "mysql-sender-login-maps": "SELECT email FROM virtual_users WHERE email='%s' "
@@ -54,7 +88,8 @@ VIRTUAL = Flavour(
     postfix_parameters={
         "virtual_mailbox_domains": ("mysql-virtual-mailbox-domains",),
         "virtual_mailbox_maps": ("mysql-virtual-mailbox-maps",),
-        "virtual_alias_maps": ("mysql-virtual-alias-maps", "mysql-email2email"),
+        "virtual_alias_maps": ("mysql-virtual-alias-maps", "mysql-email2email", "mysql-virtual-alias-domain-maps",
+                               "mysql-virtual-alias-domain-catchall-maps"),
         "smtpd_sender_login_maps": ("mysql-sender-login-maps",),
     },
     password_query="SELECT email AS user, password FROM virtual_users WHERE email='%u'",
@@ -84,8 +119,16 @@ VIRTUAL = Flavour(
         "remove_alias": "DELETE FROM virtual_aliases WHERE source = %(source)s",
         "remove_alias_destination": "DELETE FROM virtual_aliases WHERE source = %(source)s "
                                     "AND destination = %(destination)s",
+        "list_alias_domains": "SELECT a.name, t.name FROM virtual_alias_domains ad JOIN virtual_domains a "
+                              "ON a.id = ad.alias_domain_id JOIN virtual_domains t ON t.id = ad.target_domain_id "
+                              "ORDER BY a.name",
+        "add_alias_domain": "INSERT IGNORE INTO virtual_alias_domains (alias_domain_id, target_domain_id) "
+                            "SELECT a.id, t.id FROM virtual_domains a JOIN virtual_domains t ON t.name = %(target)s "
+                            "WHERE a.name = %(alias)s",
+        "remove_alias_domain": "DELETE ad FROM virtual_alias_domains ad JOIN virtual_domains a "
+                               "ON a.id = ad.alias_domain_id WHERE a.name = %(alias)s",
     },
     default_pass_scheme="SHA512-CRYPT",
-    features=frozenset({"quota"}),
+    features=frozenset({"quota", "alias_domains"}),
     limits=Limits(domain=50, address=100, password=150),
 )
