@@ -11,7 +11,7 @@ MAILSTACK := $(BIN)/mailstack
 SEED ?= examples/seed.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help up down clean status logs provision build test test-unit test-integration lint bench bench-startup bench-mail bench-fixtures bench-clients
+.PHONY: help up down clean status logs provision build test test-unit test-integration lint bench bench-startup bench-mail bench-fixtures bench-clients bench-production
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,7 +57,7 @@ test-integration: build ## integration tests against a disposable stack (random 
 test: lint build ## everything: lint, unit and integration tests
 	@$(BIN)/pytest tests -q $(PYTEST_ARGS)
 
-bench: bench-startup bench-mail bench-fixtures bench-clients ## all benchmarks (print figures)
+bench: bench-startup bench-mail bench-fixtures bench-clients bench-production ## all benchmarks (print figures)
 
 bench-startup: build ## cold build, first/warm up, idle RAM, image sizes
 	@$(BIN)/python bench/startup.py
@@ -70,3 +70,6 @@ bench-fixtures: build ## disposable test stacks: fresh start, reuse attach, mail
 
 bench-clients: build ## refused logins and 600 submissions from the host, disposable vs make up's refusals
 	@$(BIN)/python bench/clients.py
+
+bench-production: build ## up --from a generated 100k-mailbox PostfixAdmin copy: start, postmap, IMAP login vs the sample
+	@$(BIN)/python bench/production.py
