@@ -191,6 +191,11 @@ class Phases:
         return next((at for message, at in self.marks if predicate(message)), None)
 
 
+def load_average() -> str:
+    with open("/proc/loadavg") as handle:
+        return " ".join(handle.read().split()[:3])
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -349,7 +354,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     work = args.keep_dir or Path(tempfile.mkdtemp(prefix="mailstack-bench-production-"))
     work.mkdir(parents=True, exist_ok=True)
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, str]] = [("load average (1/5/15 min) before", load_average())]
     stacks: list[MailStack] = []
     try:
         started = time.perf_counter()
@@ -385,6 +390,7 @@ def main() -> None:
             ("  ratio production / sample", f"p50 {ratio:.2f}x, p99 {ratio99:.2f}x"),
             ("IMAP TCP + TLS connect, production copy", spread_ms(big_connect)),
             ("IMAP TCP + TLS connect, plain sample", spread_ms(small_connect)),
+            ("load average (1/5/15 min) after", load_average()),
         ]
     finally:
         for stack in stacks:
