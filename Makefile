@@ -11,7 +11,7 @@ MAILSTACK := $(BIN)/mailstack
 SEED ?= examples/seed.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help up down clean status logs provision build test test-unit test-integration lint bench bench-startup bench-mail bench-fixtures bench-clients bench-snapshots
+.PHONY: help up down clean status logs provision build test test-unit test-integration lint bench bench-startup bench-mail bench-fixtures bench-clients bench-snapshots bench-production
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,7 +57,7 @@ test-integration: build ## integration tests against a disposable stack (random 
 test: lint build ## everything: lint, unit and integration tests
 	@$(BIN)/pytest tests -q $(PYTEST_ARGS)
 
-bench: bench-startup bench-mail bench-fixtures bench-clients bench-snapshots ## all benchmarks (print figures)
+bench: bench-startup bench-mail bench-fixtures bench-clients bench-snapshots bench-production ## all benchmarks (print figures)
 
 bench-startup: build ## cold build, first/warm up, idle RAM, image sizes
 	@$(BIN)/python bench/startup.py
@@ -73,3 +73,6 @@ bench-clients: build ## refused logins and 600 submissions from the host, dispos
 
 bench-snapshots: build ## snapshots of 1,000 messages in 50 mailboxes: save, restore (aim <= 1 s), size
 	@$(BIN)/python bench/snapshots.py
+
+bench-production: build ## up --from a generated 100k-mailbox PostfixAdmin copy: start, postmap, IMAP login vs the sample
+	@$(BIN)/python bench/production.py

@@ -13,8 +13,8 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from contextlib import nullcontext, suppress
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,37 @@ def for_production(settings: Settings, plan: Plan) -> Settings:
         return settings.model_copy(update={k: v for k, v in update.items() if k != "hostname"})
 
 
+LOAD_BUFFER_POOL = 128 << 20  # MariaDB's InnoDB buffer pool while a large dump loads (my.cnf: 8M)
+LOAD_BUFFER_POOL_ROWS = 20_000  # from this many rows on
+
+
+@contextmanager
+def _buffer_pool_for_load(stack: Stack, plan: Plan) -> Iterator[None]:
+    """A large dump loads 4-5x faster with a buffer pool its indexes fit in (100k mailboxes: 60 s -> 15 s):
+    grown for the load only (root over the container's socket: the stack's admin user has no SUPER), the
+    stack's own size again after. Without it (a refusal), the load runs as it would anyway."""
+    if plan.database is None or plan.database.rows < LOAD_BUFFER_POOL_ROWS:
+        yield
+        return
+
+    def set_size(size: int) -> bool:
+        result = stack.exec("mysql", ["mariadb", "-uroot", "-e", f"SET GLOBAL innodb_buffer_pool_size = {size}"],
+                            check=False)
+        return result.returncode == 0
+
+    found = stack.exec("mysql", ["mariadb", "-uroot", "-N", "-e", "SELECT @@innodb_buffer_pool_size"], check=False)
+    configured = found.stdout.decode().strip()
+    if found.returncode != 0 or not configured.isdigit() or int(configured) >= LOAD_BUFFER_POOL:
+        yield
+        return
+    grown = set_size(LOAD_BUFFER_POOL)
+    try:
+        yield
+    finally:
+        if grown:
+            set_size(int(configured))
+
+
 def _load_dump(database: Database, plan: Plan, report: Report) -> None:
     """Production's dump into the stack's database, statement by statement, with progress."""
     assert plan.dump is not None
@@ -140,7 +171,8 @@ def _bring_up(stack: Stack, seed: SeedFile, report: Report, *, provision_host: b
         opened.append(Database.for_stack(stack, keep_open=True))
         if plan is not None:
             if plan.dump is not None:
-                _load_dump(opened[0], plan, report)
+                with _buffer_pool_for_load(stack, plan):
+                    _load_dump(opened[0], plan, report)
             return
         changes = seed_database(opened[0], seed, settings.password_scheme, settings.hash_cost)
         if changes:

@@ -64,6 +64,12 @@ _QUOTE_END = {q: re.compile(r"[\\" + q + "]") for q in ("'", '"')}
 _QUOTE_END["`"] = re.compile("`")
 _COMMENT_END = re.compile(r"\*/")
 _DELIMITER_LINE = re.compile(r"\s*DELIMITER\s+(\S+)\s*$", re.IGNORECASE)
+# With the ; delimiter: a run of text holding no token the scanner acts on, quoted strings that end on
+# the same line included, matched in one go (an extended INSERT's line is mostly that).
+_PLAIN_RUN = re.compile(
+    r"""(?:[^'"`\-#/*;]+|-(?!-\s)|/(?!\*)|\*(?!/)"""
+    r"""|'[^'\\]*(?:\\[\s\S][^'\\]*)*'|"[^"\\]*(?:\\[\s\S][^"\\]*)*"|`[^`]*`)+"""
+)
 
 
 def iter_statements(path: Path, progress: Progress | None = None) -> Iterator[Statement]:
@@ -77,10 +83,12 @@ def iter_statements(path: Path, progress: Progress | None = None) -> Iterator[St
     in_comment = False
     versioned = False
     line_number = 0
+    if progress is not None:
+        progress(0, total)
     with _open_text(path) as (text, raw):
         for line_number, line in enumerate(text, start=1):  # noqa: B007 (used after the loop)
-            if progress is not None and line_number % 4096 == 0:
-                progress(raw.tell(), total)
+            if progress is not None and (line_number % 4096 == 0 or len(line) > CHUNK_LINES_HINT):
+                progress(raw.tell(), total)  # mysqldump writes each extended INSERT (~1 MB) on one line
             if quote is None and not in_comment and not versioned and not "".join(parts).strip():
                 match = _DELIMITER_LINE.match(line)
                 if match:
@@ -113,6 +121,14 @@ def iter_statements(path: Path, progress: Progress | None = None) -> Iterator[St
                     position = end.end()
                     quote = None
                     continue
+                if delimiter == ";":
+                    run = _PLAIN_RUN.match(line, position)
+                    if run is not None:
+                        if not start_line and not run.group().isspace():
+                            start_line = line_number
+                        parts.append(run.group())
+                        position = run.end()
+                        continue
                 found = pattern.search(line, position)
                 if found is None:
                     chunk = line[position:]
@@ -220,7 +236,9 @@ _CREATE_TABLE = re.compile(
     re.IGNORECASE,
 )
 _VALUES = re.compile(r"\bVALUES?\b", re.IGNORECASE)
-_ROW_TOKENS = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|[()]", re.DOTALL)
+_STRINGS = re.compile(r"'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'|\"[^\"\\]*(?:(?:\\.|\"\")[^\"\\]*)*\"", re.DOTALL)
+_NESTED = re.compile(r"\([^)]*\(")
+_PARENTHESES = re.compile(r"[()]")
 
 
 def table_name(statement: str) -> str | None:
@@ -237,8 +255,11 @@ def count_rows(statement: str) -> int:
     values = _VALUES.search(statement)
     if values is None:
         return 0
+    parentheses = _STRINGS.sub("", statement[values.end():])
+    if _NESTED.search(parentheses) is None:  # the usual case: each ( opens a row
+        return parentheses.count("(")
     rows = depth = 0
-    for token in _ROW_TOKENS.finditer(statement, values.end()):
+    for token in _PARENTHESES.finditer(parentheses):
         char = token.group()
         if char == "(":
             if depth == 0:
