@@ -6,8 +6,9 @@ Throughput: Postfix's smtp-source (inside the Postfix container) sends M message
 sessions to port 25; delivered = files in the maildir; next to smtp-sink (accept and discard) as the
 upper bound. Prints figures; asserts nothing. Uses its own disposable stacks: by default two, one with
 Postfix's queue on its volume (every stack's default) and one with it on tmpfs (queue_in_memory).
+A third stack, disk-no-features, has quotas and Sieve off (mailbox_features=False): what they cost.
 Usage: python bench/mail.py [--latency-messages 100] [--messages 3000] [--sessions 20] [--mailboxes 4]
-                            [--runs 3] [--queue disk|memory|both]
+                            [--runs 3] [--queue all | disk memory disk-no-features]
 """
 
 from __future__ import annotations
@@ -201,7 +202,9 @@ def throughput(stack: MailStack, messages: int, sessions: int, mailboxes: int = 
     return results
 
 
-QUEUES = {"disk": {}, "memory": {"queue_in_memory": True}}
+QUEUES = {"disk": {}, "memory": {"queue_in_memory": True},
+          # the disk queue without quotas and Sieve: what the mailbox features cost
+          "disk-no-features": {"mailbox_features": False}}
 
 
 def main() -> None:
@@ -214,11 +217,12 @@ def main() -> None:
                              "sessions // mailboxes sessions, at least 1)")
     parser.add_argument("--runs", type=int, default=3,
                         help="throughput runs (fresh mailboxes each); a shared machine varies by +-20 %% between runs")
-    parser.add_argument("--queue", choices=[*QUEUES, "both"], default="both",
+    parser.add_argument("--queue", choices=[*QUEUES, "all"], default=["all"], nargs="+",
                         help="Postfix's queue on its volume (disk, the default of every stack), on tmpfs "
-                             "(memory: queue_in_memory), or both side by side, runs interleaved")
+                             "(memory: queue_in_memory), the disk queue without quotas and Sieve "
+                             "(disk-no-features), or all side by side, runs interleaved")
     args = parser.parse_args()
-    queues = list(QUEUES) if args.queue == "both" else [args.queue]
+    queues = list(QUEUES) if "all" in args.queue else list(dict.fromkeys(args.queue))
     with contextlib.ExitStack() as stacks:
         started = {queue: stacks.enter_context(MailStack(fast_retry=False, **QUEUES[queue])) for queue in queues}
         samples = latency(started[queues[0]], args.latency_messages)
@@ -228,11 +232,12 @@ def main() -> None:
               f"p95 {p95:.1f} ms, max {ms[-1]:.1f} ms")
         runs: dict[str, list[dict[str, float]]] = {queue: [] for queue in queues}
         for number in range(1, args.runs + 1):
-            for queue, stack in started.items():  # interleaved: the machine's mood affects both alike
+            for queue, stack in started.items():  # interleaved: the machine's mood affects all alike
                 run = throughput(stack, args.messages, args.sessions, args.mailboxes)
                 runs[queue].append(run)
+                ratio = run["delivered msg/s (end to end)"] / run["smtp-sink msg/s"]
                 print(f"run {number}, {queue} queue: delivered {run['delivered msg/s (end to end)']:.0f} msg/s, "
-                      f"smtp-sink {run['smtp-sink msg/s']:.0f} msg/s, "
+                      f"smtp-sink {run['smtp-sink msg/s']:.0f} msg/s (ratio {ratio:.3f}), "
                       f"{run.get('CPU ms per message, whole machine', 0):.2f} ms CPU per message", flush=True)
     for queue, results in runs.items():
         print(f"{queue} queue, median of {len(results)} runs ({args.messages} x 1 KB, {args.sessions} sessions, "

@@ -30,6 +30,19 @@ service anvil {
 CONF
 fi
 
+# Quotas and Sieve off (MAILSTACK_MAILBOX_FEATURES=0, for A/B benchmarks): no mail plugins anywhere.
+if [[ "${MAILSTACK_MAILBOX_FEATURES:-1}" == 0 ]]; then
+  cat >> /etc/dovecot/local.conf <<'CONF'
+mail_plugins =
+protocol lmtp {
+  mail_plugins =
+}
+protocol imap {
+  mail_plugins =
+}
+CONF
+fi
+
 # Settings the orchestrator rendered for this stack (a production server's), included last.
 if [[ -r /run/mailstack/dovecot/overrides.conf ]]; then
   install -o root -g root -m 0644 /run/mailstack/dovecot/overrides.conf /etc/dovecot/mailstack-overrides.conf

@@ -24,6 +24,9 @@ if [[ "${MAILSTACK_FAST_RETRY:-0}" == 1 ]]; then
   # Tests: retry deferred mail within seconds instead of Postfix's minutes.
   postconf -e queue_run_delay=1s minimal_backoff_time=1s maximal_backoff_time=4s
 fi
+if [[ "${MAILSTACK_MAILBOX_FEATURES:-1}" == 0 ]]; then
+  postconf -e quota_status_check=  # no quota-status policy at RCPT (Dovecot runs without its quota plugin)
+fi
 if [[ "${MAILSTACK_FAST_REFUSALS:-0}" == 1 ]]; then
   # Disposable stacks: a refused command is answered at once (Dovecot's side: auth_failure_delay = 0).
   postconf -e smtpd_error_sleep_time=0

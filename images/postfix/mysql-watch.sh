@@ -24,7 +24,11 @@ reload() {
   postfix reload >/dev/null 2>&1 || true
 }
 
-while sleep "$interval"; do
+# The first probe at once: a MariaDB restart in the first interval after Postfix started would otherwise
+# be this watcher's baseline, never seen as a restart (Postfix's processes connected to the old server).
+first=1
+while (( first )) || sleep "$interval"; do
+  first=0
   [[ -r "$probe" ]] || continue
   # Bounded: a server that accepts the connection and then stalls (shutting down, starting) must not
   # hang the watcher, which would then never reload Postfix again.

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     queue_in_memory: bool = Field(
         False, description="Postfix's queue on tmpfs (load tests): faster, lost when Postfix stops")
     fast_retry: bool = Field(False, description="short Postfix queue/backoff timings, for fault tests")
+    mailbox_features: bool = Field(
+        True, description="quotas (refused at RCPT) and Sieve at delivery; off: plain delivery (A/B benchmarks)")
     fast_refusals: bool = Field(
         False, description="answer failed logins at once (no auth delay or penalty): disposable test stacks")
     wait_timeout: float = Field(90.0, gt=0)

@@ -204,6 +204,7 @@ class Stack:
             "MAILSTACK_IMAGE_TAG": self.tag,
             "MAILSTACK_FAST_RETRY": "1" if s.fast_retry else "0",
             "MAILSTACK_FAST_REFUSALS": "1" if s.fast_refusals else "0",
+            "MAILSTACK_MAILBOX_FEATURES": "1" if s.mailbox_features else "0",
             "MAILSTACK_MAIL_FSYNC": s.mail_fsync,
             "MAILSTACK_EPHEMERAL": "true" if s.ephemeral else "false",
             "MAILSTACK_HEALTH_INTERVAL": f"{s.health_interval}s",

@@ -62,7 +62,8 @@ def test_domain_user_lifecycle_is_what_dovecot_sees(mailstack: MailStack, unique
     ok(run(mailstack, "user", "add", address, "--password-stdin", input="carol-password-1\n"))
     assert can_log_in(mailstack, address, "carol-password-1")
     users = listing(mailstack, "user", "list", "--domain", domain)
-    assert users == [{"address": address, "domain": domain, "scheme": mailstack.settings.password_scheme}]
+    assert users == [{"address": address, "domain": domain, "scheme": mailstack.settings.password_scheme,
+                      "quota": 0, "quota_used": 0, "messages": 0}]  # 0: unlimited; nothing delivered yet
 
     ok(run(mailstack, "user", "passwd", address, input="carol-password-2\ncarol-password-2\n"))
     assert can_log_in(mailstack, address, "carol-password-2")

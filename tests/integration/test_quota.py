@@ -76,3 +76,15 @@ def test_aliases_and_users_under_quota_pass_the_policy(stack: MailStack) -> None
     # unknown local users are still refused by Postfix's own check, before the policy
     code, _ = send(stack, f"nobody-{token}@{stack.domain}", f"{token}-nobody", KIB)
     assert code == 550
+
+
+def test_mailbox_features_off_delivers_without_quota_or_policy() -> None:
+    """mailbox_features=False (the benchmark's baseline): no quota plugin, no quota-status at RCPT."""
+    with MailStack(schema="virtual", mailbox_features=False) as plain:
+        tiny = plain.add_user(quota="1K")
+        subject = f"plain-{uuid.uuid4().hex[:8]}"
+        assert send(plain, tiny.address, subject, 8 * KIB) == (250, "accepted")  # over its 1 KiB: not refused
+        plain.wait_for_message(tiny, subject=subject)
+        assert plain.stack.exec("postfix", ["postconf", "-h", "quota_status_check"]).stdout.strip() == b""
+        plugins = plain.stack.exec("dovecot", ["doveconf", "-h", "mail_plugins"]).stdout.strip()
+        assert plugins == b"", plugins
