@@ -20,7 +20,8 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import imapclient.exceptions
@@ -477,3 +478,28 @@ def permanent_refusals(ledger: Ledger) -> list[str]:
 
 def bounces_in(log: str) -> list[str]:
     return [line for line in log.splitlines() if "status=bounced" in line]
+
+
+@contextlib.contextmanager
+def started_together(stacks: dict[str, MailStack]) -> Iterator[dict[str, MailStack]]:
+    """Start the stacks concurrently (a start is mostly waiting), yield them, and stop every one afterwards,
+    also when one of them failed to start."""
+    with ThreadPoolExecutor(max_workers=len(stacks)) as pool:
+        futures = [pool.submit(stack.start) for stack in stacks.values()]
+    try:
+        for future in futures:
+            future.result()
+        yield stacks
+    finally:
+        for stack in stacks.values():
+            stack.stop()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15.0, interval: float = 0.1) -> bool:
+    """Poll condition until it holds (True) or the timeout passes (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)  # poll interval, bounded by the deadline
+    return True

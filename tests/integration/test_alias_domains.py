@@ -11,9 +11,9 @@ import json
 import smtplib
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from helpers import started_together
 from mailstack import cli
 from mailstack.api import MailStack, User
 from typer.testing import CliRunner
@@ -33,15 +33,8 @@ SEED = {
 @pytest.fixture(scope="module")
 def stacks() -> Iterator[dict[str, MailStack]]:
     started = {name: MailStack(seed=SEED, schema=name) for name in FLAVOURS}
-    with ThreadPoolExecutor(max_workers=len(started)) as pool:
-        futures = {name: pool.submit(s.start) for name, s in started.items()}
-    try:
-        for future in futures.values():
-            future.result()
+    with started_together(started):
         yield started
-    finally:
-        for s in started.values():
-            s.stop()
 
 
 @pytest.fixture(params=FLAVOURS)

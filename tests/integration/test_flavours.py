@@ -10,10 +10,10 @@ import poplib
 import smtplib
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import imapclient.exceptions
 import pytest
+from helpers import started_together
 from mailstack.api import MailStack, User
 from mailstack.db import Database
 from mailstack.errors import MailstackError, NotReady
@@ -24,15 +24,8 @@ FLAVOURS = ("virtual", "postfixadmin")
 @pytest.fixture(scope="module")
 def stacks() -> Iterator[dict[str, MailStack]]:
     started = {name: MailStack(schema=name) for name in FLAVOURS}
-    with ThreadPoolExecutor(max_workers=len(started)) as pool:
-        futures = {name: pool.submit(s.start) for name, s in started.items()}
-    try:
-        for future in futures.values():
-            future.result()
+    with started_together(started):
         yield started
-    finally:
-        for s in started.values():
-            s.stop()
 
 
 @pytest.fixture(params=FLAVOURS)

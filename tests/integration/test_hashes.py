@@ -12,10 +12,10 @@ import json
 import smtplib
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import imapclient.exceptions
 import pytest
+from helpers import started_together
 from mailstack import cli
 from mailstack.api import MailStack
 from mailstack.seed import SeedFile, seed_database
@@ -40,15 +40,8 @@ FORMATS = {
 def stacks() -> Iterator[dict[str, MailStack]]:
     """Two stacks that differ only in the passdb's default_pass_scheme, started together."""
     found = {scheme: MailStack(default_pass_scheme=scheme) for scheme in ("MD5-CRYPT", "SHA512-CRYPT")}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(stack.start) for stack in found.values()]
-    try:
-        for future in futures:
-            future.result()
+    with started_together(found):
         yield found
-    finally:
-        for stack in found.values():
-            stack.stop()
 
 
 def doveadm_hash(stack: MailStack, scheme: str, keep_prefix: bool) -> str:

@@ -18,10 +18,10 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import started_together
 from mailstack import cli
 from mailstack.api import MailStack, User
 from mailstack.errors import MailstackError
@@ -65,15 +65,8 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, M
     folders = tmp_path_factory.mktemp("production")
     stacks = {name: MailStack(from_production=with_real_hashes(name, folders))
               for name in ("postfixadmin", "ispmail", "default")}
-    with ThreadPoolExecutor(max_workers=len(stacks)) as pool:
-        futures = [pool.submit(stack.start) for stack in stacks.values()]
-    try:
-        for future in futures:
-            future.result()
+    with started_together(stacks):
         yield stacks
-    finally:
-        for stack in stacks.values():
-            stack.stop()
 
 
 def login(address: str) -> User:

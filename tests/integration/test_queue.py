@@ -4,11 +4,11 @@ listed, shown, held, released and delivered, or deleted; unknown ids are one-lin
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from helpers import wait_for
 from mailstack import cli
 from mailstack.api import MailStack, User
 from typer.testing import CliRunner, Result
@@ -25,14 +25,6 @@ def run(stack: MailStack, *args: str) -> Result:
                                         "--state-dir", str(stack.settings.state_dir), *args])
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)  # poll interval, bounded by the deadline
-    return True
-
 
 def queued_while_dovecot_is_down(stack: MailStack, user: User, count: int,
                                  while_down: Callable[[list[str]], None]) -> list[str]:
@@ -43,7 +35,7 @@ def queued_while_dovecot_is_down(stack: MailStack, user: User, count: int,
         subjects = [f"queued-{uuid.uuid4().hex[:8]}" for _ in range(count)]
         for subject in subjects:
             stack.send(None, to=user.address, subject=subject)
-        assert wait_for(lambda: sum(e.queue_name == "deferred" for e in stack.queue()) >= count), stack.queue()
+        assert wait_for(lambda: sum(e.queue_name == "deferred" for e in stack.queue()) >= count, timeout=20), stack.queue()
         while_down([e.queue_id for e in stack.queue()])
         return subjects
     finally:

@@ -30,7 +30,7 @@ from itertools import product
 import pymysql
 import pytest
 import yaml
-from helpers import OUTSIDE, Ledger, Outcome, SmtpClient, settle
+from helpers import OUTSIDE, Ledger, Outcome, SmtpClient, settle, started_together
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mailstack import seed
@@ -89,15 +89,8 @@ def hostile() -> Iterator[dict[str, MailStack]]:
     for brute force with `make up`'s refusal behaviour (auth failure delay and penalty; its penalties would
     otherwise spill into each other's timings)."""
     stacks = {"injection": MailStack(), "brute": MailStack(fast_refusals=False)}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(s.start) for name, s in stacks.items()}
-    try:
-        for future in futures.values():
-            future.result()
+    with started_together(stacks):
         yield stacks
-    finally:
-        for s in stacks.values():
-            s.stop()
 
 
 # --- open relay -----------------------------------------------------------------------------------

@@ -15,12 +15,12 @@ import ssl
 import subprocess
 import sys
 import tarfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 from imapclient import IMAPClient
 from mailstack.db import Database
 from mailstack.settings import load_settings
@@ -110,14 +110,6 @@ def subjects(env: dict[str, str], address: str, password: str) -> list[str]:
         return sorted(data[b"BODY[HEADER.FIELDS (SUBJECT)]"].decode().split(":", 1)[1].strip()
                       for data in found.values())
 
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)  # poll interval, bounded by the deadline
-    return True
 
 
 def stack(env: dict[str, str]) -> Stack:
