@@ -56,9 +56,15 @@ if [[ -r /run/mailstack/dovecot/mail-root ]]; then
   root=$(< /run/mailstack/dovecot/mail-root)
   case "$root" in
     /var/mail/vmail|/var/mail/vmail/*) ;;
-    /*/*) [[ -L "$root" || ! -e "$root" ]] || { echo "mailstack-dovecot: mail root $root exists in the image" >&2; exit 1; }
-          mkdir -p "$(dirname "$root")" && ln -sfn /var/mail/vmail "$root" ;;
-    *) echo "mailstack-dovecot: mail root '$root' must be an absolute path below /" >&2; exit 1 ;;
+    /?*)
+      # an empty directory of the image (/srv, /home) makes way for the link; anything else is refused
+      if [[ -d "$root" && ! -L "$root" ]]; then
+        rmdir "$root" 2>/dev/null || { echo "mailstack-dovecot: mail root $root is not empty in the image" >&2; exit 1; }
+      elif [[ -e "$root" && ! -L "$root" ]]; then
+        echo "mailstack-dovecot: mail root $root exists in the image" >&2; exit 1
+      fi
+      mkdir -p "$(dirname "$root")" && ln -sfn /var/mail/vmail "$root" ;;
+    *) echo "mailstack-dovecot: mail root '$root' must be an absolute path" >&2; exit 1 ;;
   esac
 fi
 

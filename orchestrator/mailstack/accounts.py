@@ -329,11 +329,12 @@ def with_quota_usage(stack: Stack, users: list[UserInfo]) -> list[UserInfo]:
         return users
     argv = ["doveadm", "-f", "tab", "quota", "get"]
     argv += ["-u", users[0].address] if len(users) == 1 else ["-A"]
-    result = stack.exec("dovecot", argv, check=False)
-    if result.returncode != 0:
-        said = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
-        raise MailstackError(f"Dovecot could not tell the quota usage: {said[-1] if said else result.returncode}",
-                             "is Dovecot running? `mailstack status`, `mailstack logs dovecot`")
+    try:
+        result = stack.exec("dovecot", argv, check=False)
+    except MailstackError:
+        return users  # Dovecot is not running: the listing is the database's, usage unknown ("?")
+    if result.returncode != 0:  # e.g. a stack without the quota plugin (mailbox_features off)
+        return users
     usage = parse_quota_usage(result.stdout.decode(errors="replace"), users[0].address if len(users) == 1 else None)
     return [replace(user, quota_used=usage.get(user.address, (None, None))[0],
                     messages=usage.get(user.address, (None, None))[1]) for user in users]

@@ -67,8 +67,7 @@ def bring_up(settings: Settings, seed: SeedFile | None = None, report: Report = 
              plan: Plan | None = None) -> Stack:
     """Provision what is missing, build (cached, or again with force_build), start, wait for real readiness,
     create tables, seed (or, with a production plan, load its dump)."""
-    if plan is not None:
-        settings = for_production(settings, plan)
+    settings = for_production(settings, plan) if plan is not None else in_its_flavour(settings)
     stack = Stack(settings)
     if plan is not None:
         volumes_on_failure = True  # a new stack, all of whose volumes this call creates
@@ -79,6 +78,19 @@ def bring_up(settings: Settings, seed: SeedFile | None = None, report: Report = 
     _bring_up(stack, seed or SeedFile(), report, provision_host=provision_host, build=True,
               tear_down=True, volumes_on_failure=volumes_on_failure, force_build=force_build, plan=plan).close()
     return stack
+
+
+def in_its_flavour(settings: Settings) -> Settings:
+    """An existing stack keeps the flavour it was made with: adopted when the settings name none, refused
+    before anything is rendered or started when they name another (its database could not be read)."""
+    rendered = schema.rendered_flavour(settings.config_dir)
+    if rendered is None or rendered == settings.schema_flavour:
+        return settings
+    if "schema_flavour" not in settings.model_fields_set:
+        return settings.model_copy(update={"schema_flavour": rendered})
+    if not Stack(settings).has_data():
+        return settings  # its volumes are gone (`down --volumes`): a fresh stack in the flavour asked for
+    raise schema.mismatch_error(rendered, settings.schema_flavour)
 
 
 def production_plan(directory: Path) -> Plan:

@@ -51,9 +51,10 @@ class Database:
         database = cls(host, port, password, stack.settings.schema_flavour, keep_open=keep_open,
                        locate=stack.db_address)
         if "schema_flavour" not in stack.settings.model_fields_set:
-            recorded = database.recorded_flavour()
-            if recorded in schema.FLAVOURS and recorded != database.schema.name:
-                database.schema = schema.flavour(recorded)
+            with suppress(MailstackError, pymysql.err.MySQLError):  # unreachable: the settings' flavour
+                recorded = database.recorded_flavour(timeout=5)
+                if recorded in schema.FLAVOURS and recorded != database.schema.name:
+                    database.schema = schema.flavour(recorded)
         return database
 
     def close(self) -> None:
@@ -165,7 +166,11 @@ class Database:
             connection.close()
         return ("\n".join(lines) + "\n").encode()
 
-    def recorded_flavour(self) -> str | None:
+    def recorded_flavour(self, timeout: float = 30.0) -> str | None:
         """The flavour the database records it holds (None: no tables yet)."""
-        with self.transaction() as store:
-            return store.recorded_flavour()
+        connection = self.connect(timeout=timeout)
+        try:
+            with connection.cursor() as cursor:
+                return self.schema.store(cursor).recorded_flavour()
+        finally:
+            connection.close()

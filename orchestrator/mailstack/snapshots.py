@@ -186,12 +186,14 @@ for entry in "$stage"/*; do mv -- "$entry" .; done
 rmdir "$stage"
 # Sessions still open read the old files (now in $old): close them all. New logins read the restored ones.
 doveadm kick '*' >/dev/null 2>&1 &
-doveadm auth cache flush >/dev/null
+flushed=0
+doveadm auth cache flush >/dev/null || flushed=$?  # reported after the cleanup below is under way
 wait $! || true  # kick fails when nobody is logged in
 # The old files go in the background, and the ready copy is made again: restore is done when the new
 # files are in place.
 setsid bash -c 'rm -rf "$1"; bash -c "$2" mailstack "$3" "$4" ""' mailstack "$old" "$5" "$PWD" "$ready" \
   </dev/null >/dev/null 2>&1 &
+(( flushed == 0 )) || { echo "doveadm auth cache flush failed ($flushed): run it again" >&2; exit "$flushed"; }
 """
 
 # Args: root stage old ready rebuild perl dirs...

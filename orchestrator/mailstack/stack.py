@@ -235,12 +235,19 @@ class Stack:
     def forget_plan(self) -> None:
         production_render.forget(self.settings.config_dir)
 
-    def require_no_data(self) -> None:
-        """Refuse to load production files into a project that already holds data (its volumes)."""
+    def data_volumes(self) -> list[str]:
+        """The project's volumes (its database, mail and queue) that exist now."""
         try:
-            volumes = project_resources(self.settings.project, self.docker.client_config.docker_cmd)["volumes"]
+            return project_resources(self.settings.project, self.docker.client_config.docker_cmd)["volumes"]
         except DockerException as exc:
             raise _docker_error(exc) from exc
+
+    def has_data(self) -> bool:
+        return bool(self.data_volumes())
+
+    def require_no_data(self) -> None:
+        """Refuse to load production files into a project that already holds data (its volumes)."""
+        volumes = self.data_volumes()
         if volumes:
             project = self.settings.project
             raise MailstackError(

@@ -10,6 +10,7 @@ import poplib
 import smtplib
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import imapclient.exceptions
 import pytest
@@ -230,3 +231,25 @@ def test_a_database_of_another_flavour_is_refused(stacks: dict[str, MailStack]) 
         wrong.create_tables()
     assert "holds the virtual schema; MAILSTACK_SCHEMA=postfixadmin would not see its data" in refused.value.message
     assert "mailstack down --volumes" in str(refused.value.hint)
+
+
+def test_an_existing_stack_keeps_its_flavour_and_another_is_refused_before_anything_changes(
+        tmp_path: Path) -> None:
+    from mailstack.api import bring_up
+    from mailstack.errors import MailstackError
+    from mailstack.settings import load_settings
+    from mailstack.stack import Stack
+
+    base = {"project": f"mailstack-flavour-{uuid.uuid4().hex[:6]}", "state_dir": tmp_path, "hash_cost": "fast",
+            **{f"{port}_port": 0 for port in ("smtp", "submission", "smtps", "imaps", "pop3s", "managesieve")}}
+    stack = bring_up(load_settings(**base, schema_flavour="postfixadmin"), provision_host=False)
+    try:
+        rendered = {p.name: p.read_bytes() for p in (tmp_path / "config").rglob("*") if p.is_file()}
+        with pytest.raises(MailstackError, match="holds the postfixadmin schema"):
+            bring_up(load_settings(**base, schema_flavour="virtual"), provision_host=False)
+        assert {p.name: p.read_bytes() for p in (tmp_path / "config").rglob("*") if p.is_file()} == rendered
+        # without a flavour named, `up` goes on in the stack's own
+        again = bring_up(load_settings(**base), provision_host=False)
+        assert again.settings.schema_flavour == "postfixadmin"
+    finally:
+        Stack(stack.settings).down(volumes=True)

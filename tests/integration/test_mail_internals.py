@@ -101,15 +101,20 @@ def test_maildir_belongs_to_vmail(mailstack: MailStack, mail_user: User, unique:
 
 
 def test_postfix_notices_to_postmaster_are_delivered_not_looped(mailstack: MailStack) -> None:
-    """Postfix sends its own notices (notify_classes, double bounces) to postmaster@$myhostname: that must be a
-    local address (Debian's mydestination), else each notice bounces with "loops back to myself"."""
+    """Postfix sends its own notices (notify_classes, double bounces) to the *_notice_recipient addresses:
+    they must be local (root@localhost), else each notice bounces with "loops back to myself"
+    (the default, postmaster@$myorigin, is no local domain here). $myhostname itself stays non-local."""
+    names = ["bounce_notice_recipient", "2bounce_notice_recipient", "delay_notice_recipient",
+             "error_notice_recipient"]
+    found = mailstack.stack.exec("postfix", ["postconf", "-h", *names]).stdout.decode().split()
+    assert found == ["root@localhost"] * len(names), found
     marker = f"notice-{uuid.uuid4().hex[:8]}"
-    mailstack.stack.exec("postfix", ["sendmail", "-f", "", "postmaster"],
+    mailstack.stack.exec("postfix", ["sendmail", "-f", "", found[0]],
                          input=f"Subject: {marker}\n\na notice as Postfix would send it\n".encode())
     deadline = time.monotonic() + 15
     while True:
         log = mailstack.stack.logs("postfix")
-        delivered = [line for line in log.splitlines() if "orig_to=<postmaster>" in line and "relay=local" in line
+        delivered = [line for line in log.splitlines() if "to=<root@localhost>" in line and "relay=local" in line
                      and "status=sent" in line]
         if delivered or time.monotonic() > deadline:
             break

@@ -35,7 +35,8 @@ def queued_while_dovecot_is_down(stack: MailStack, user: User, count: int,
         subjects = [f"queued-{uuid.uuid4().hex[:8]}" for _ in range(count)]
         for subject in subjects:
             stack.send(None, to=user.address, subject=subject)
-        assert wait_for(lambda: sum(e.queue_name == "deferred" for e in stack.queue()) >= count, timeout=20), stack.queue()
+        deferred = lambda: sum(e.queue_name == "deferred" for e in stack.queue()) >= count  # noqa: E731
+        assert wait_for(deferred, timeout=20), stack.queue()
         while_down([e.queue_id for e in stack.queue()])
         return subjects
     finally:

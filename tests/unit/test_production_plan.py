@@ -203,3 +203,16 @@ def test_missing_include_and_unparsable_dovecot_line(tmp_path: Path) -> None:
     (tmp_path / "dovecot.conf").write_text("protocols = imap\nmail_location = x\nssl = yes\nwhat is this\n")
     with pytest.raises(ProductionInputError, match=r"dovecot.conf:4: not a Dovecot setting"):
         read_dir(tmp_path)
+
+
+def test_a_mail_root_holding_the_stacks_mail_volume_is_warned_and_refused_before_anything_starts(
+        tmp_path: Path) -> None:
+    import dataclasses
+
+    from mailstack.errors import MailstackError
+    from mailstack.production.render import render_plan
+
+    plan = dataclasses.replace(make_plan(read_dir(SAMPLES / "postfixadmin")), mail_root="/var/mail")
+    with pytest.raises(MailstackError, match="holds the stack's mail volume"):
+        render_plan(tmp_path, plan, "pw")
+    assert not list(tmp_path.rglob("*"))  # nothing rendered

@@ -19,6 +19,8 @@ from mailstack.production.model import (
     ServicePlan,
 )
 
+STACK_MAIL_ROOT = "/var/mail/vmail"  # the mail volume in the Dovecot image
+
 FLAVOUR_TABLES = (
     ("postfixadmin", frozenset({"domain", "mailbox", "alias", "alias_domain"}), frozenset({"domain", "mailbox",
                                                                                              "alias"})),
@@ -182,6 +184,9 @@ def make_plan(sources: Sources, stack_master_cf: Path | None = None) -> Plan:
             warnings.append("dovecot user_query returns uid/gid: the stack's userdb must override them with "
                             "uid=vmail gid=vmail (its mail belongs to vmail)")
 
+    if mail_root is not None and STACK_MAIL_ROOT.startswith(mail_root.rstrip("/") + "/"):
+        warnings.append(f"production's mail root {mail_root} holds the stack's mail volume ({STACK_MAIL_ROOT}): "
+                        "it cannot be linked to it, so this copy cannot start (not supported yet)")
     hostname = main_values.get("myhostname")
     referenced_maps = {
         Path(token.split(":")[-1]).name.removesuffix(".cf") for value in main_values.values()

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 from mailstack import schema
-from mailstack.production.plan import Plan
+from mailstack.errors import MailstackError
+from mailstack.production.plan import STACK_MAIL_ROOT, Plan
 from mailstack.secrets import write_private
 
 HEADER = "# rendered by mailstack from a production server's files; do not edit\n"
-STACK_MAIL_ROOT = "/var/mail/vmail"
 # Dovecot's own default when dovecot-sql.conf.ext names none (MD5 is MD5-CRYPT).
 DOVECOT_DEFAULT_PASS_SCHEME = "MD5-CRYPT"
 
@@ -24,6 +24,12 @@ def _connection(password: str) -> str:
 
 def render_plan(config_dir: Path, plan: Plan, mail_password: str) -> None:
     """Replace the flavour's rendered files with production's (run after schema.render_configs)."""
+    root = (plan.mail_root or "").rstrip("/")
+    if root and STACK_MAIL_ROOT.startswith(root + "/"):
+        raise MailstackError(
+            f"production's mail root {root} holds the stack's mail volume ({STACK_MAIL_ROOT}): it cannot be "
+            "linked to it", "not supported yet: edit mail_location/home in the copied files to a root of its "
+            "own (e.g. /var/vmail) to try the rest; nothing was started")
     postfix_dir = config_dir / "postfix"
     # The flavour's maps stay beside production's (a parameter production does not set keeps the image's).
     for table in plan.maps:
