@@ -85,6 +85,10 @@ class Phases:
     def __call__(self, message: str) -> None:
         self.marks.append((message, time.perf_counter() - self.started))
 
+    def first(self, predicate: Callable[[str], bool]) -> float | None:
+        """When the first message the predicate accepts came (None: none did)."""
+        return next((at for message, at in self.marks if predicate(message)), None)
+
 
 def timed(action: Callable[[], object]) -> float:
     started = time.perf_counter()

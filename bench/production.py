@@ -33,9 +33,11 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from fixtures import Phases  # bench/ is on sys.path when run as bench/production.py
+from fixtures import load as load_average
 from imapclient import IMAPClient
 from mailstack.api import MailStack
 from mailstack.stack import Stack
@@ -176,25 +178,6 @@ def sample_with_real_hashes(target: Path) -> Path:
 
 
 # --- measuring ---------------------------------------------------------------------------------------
-
-class Phases:
-    """Timestamps of MailStack's progress messages."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.marks: list[tuple[str, float]] = []
-
-    def __call__(self, message: str) -> None:
-        self.marks.append((message, time.perf_counter() - self.started))
-
-    def first(self, predicate: Callable[[str], bool]) -> float | None:
-        return next((at for message, at in self.marks if predicate(message)), None)
-
-
-def load_average() -> str:
-    with open("/proc/loadavg") as handle:
-        return " ".join(handle.read().split()[:3])
-
 
 def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)

@@ -275,19 +275,8 @@ def _labelled(counts: Counter[str]) -> dict[str, int]:
 
 
 def stats(path: Path, progress: Progress | None = None) -> DumpStats:
-    """Tables created, rows inserted and the rewrites loading will make (one streamed pass)."""
-    counts: Counter[str] = Counter()
-    tables: list[str] = []
-    rows = 0
-    for statement in iter_statements(path, progress):
-        text = rewrite(statement.text, counts)
-        if text is None:
-            continue
-        name = table_name(text)
-        if name is not None:
-            tables.append(name)
-        rows += count_rows(text)
-    return DumpStats(tables=len(tables), rows=rows, table_names=tuple(tables), rewrites=_labelled(counts))
+    """Tables created, rows inserted and the rewrites loading will make (one streamed pass, nothing run)."""
+    return load_dump(lambda _statement: None, path, progress)
 
 
 class DumpLoadError(ProductionInputError):
