@@ -6,9 +6,11 @@ Throughput: Postfix's smtp-source (inside the Postfix container) sends M message
 sessions to port 25; delivered = files in the maildir; next to smtp-sink (accept and discard) as the
 upper bound. Prints figures; asserts nothing. Uses its own disposable stacks: by default two, one with
 Postfix's queue on its volume (every stack's default) and one with it on tmpfs (queue_in_memory).
-A third stack, disk-no-features, has quotas and Sieve off (mailbox_features=False): what they cost.
+A third stack, disk-no-features, has quotas and Sieve off (mailbox_features=False): what they cost; a
+fourth, disk-quotas, gives every receiving mailbox a (roomy) quota, so that Postfix asks Dovecot's
+quota-status at each RCPT (it asks only for mailboxes with a limit).
 Usage: python bench/mail.py [--latency-messages 100] [--messages 3000] [--sessions 20] [--mailboxes 4]
-                            [--runs 3] [--queue all | disk memory disk-no-features]
+                            [--runs 3] [--queue all | disk memory disk-no-features disk-quotas]
 """
 
 from __future__ import annotations
@@ -140,8 +142,9 @@ def container_cpu_seconds(container_id: str) -> float | None:
     return None
 
 
-def throughput(stack: MailStack, messages: int, sessions: int, mailboxes: int = 4) -> dict[str, float]:
-    receivers = [stack.add_user() for _ in range(mailboxes)]
+def throughput(stack: MailStack, messages: int, sessions: int, mailboxes: int = 4,
+               quota: str | None = None) -> dict[str, float]:
+    receivers = [stack.add_user(quota=quota) for _ in range(mailboxes)]
     postfix = stack.stack.container("postfix").name
     names = {c.id: c.config.labels["com.docker.compose.service"] for c in stack.stack.containers()}
     results: dict[str, float] = {}
@@ -204,7 +207,10 @@ def throughput(stack: MailStack, messages: int, sessions: int, mailboxes: int = 
 
 QUEUES = {"disk": {}, "memory": {"queue_in_memory": True},
           # the disk queue without quotas and Sieve: what the mailbox features cost
-          "disk-no-features": {"mailbox_features": False}}
+          "disk-no-features": {"mailbox_features": False},
+          # the disk queue, every receiver with a quota: quota-status asked at each RCPT
+          "disk-quotas": {}}
+RECEIVER_QUOTA = {"disk-quotas": "10G"}
 
 
 def main() -> None:
@@ -220,7 +226,8 @@ def main() -> None:
     parser.add_argument("--queue", choices=[*QUEUES, "all"], default=["all"], nargs="+",
                         help="Postfix's queue on its volume (disk, the default of every stack), on tmpfs "
                              "(memory: queue_in_memory), the disk queue without quotas and Sieve "
-                             "(disk-no-features), or all side by side, runs interleaved")
+                             "(disk-no-features), with a quota on every receiver (disk-quotas), or all "
+                             "side by side, runs interleaved")
     args = parser.parse_args()
     queues = list(QUEUES) if "all" in args.queue else list(dict.fromkeys(args.queue))
     with contextlib.ExitStack() as stacks:
@@ -233,7 +240,7 @@ def main() -> None:
         runs: dict[str, list[dict[str, float]]] = {queue: [] for queue in queues}
         for number in range(1, args.runs + 1):
             for queue, stack in started.items():  # interleaved: the machine's mood affects all alike
-                run = throughput(stack, args.messages, args.sessions, args.mailboxes)
+                run = throughput(stack, args.messages, args.sessions, args.mailboxes, RECEIVER_QUOTA.get(queue))
                 runs[queue].append(run)
                 ratio = run["delivered msg/s (end to end)"] / run["smtp-sink msg/s"]
                 print(f"run {number}, {queue} queue: delivered {run['delivered msg/s (end to end)']:.0f} msg/s, "

@@ -24,9 +24,6 @@ if [[ "${MAILSTACK_FAST_RETRY:-0}" == 1 ]]; then
   # Tests: retry deferred mail within seconds instead of Postfix's minutes.
   postconf -e queue_run_delay=1s minimal_backoff_time=1s maximal_backoff_time=4s
 fi
-if [[ "${MAILSTACK_MAILBOX_FEATURES:-1}" == 0 ]]; then
-  postconf -e quota_status_check=  # no quota-status policy at RCPT (Dovecot runs without its quota plugin)
-fi
 if [[ "${MAILSTACK_FAST_REFUSALS:-0}" == 1 ]]; then
   # Disposable stacks: a refused command is answered at once (Dovecot's side: auth_failure_delay = 0).
   postconf -e smtpd_error_sleep_time=0
@@ -59,6 +56,11 @@ if [[ -r "$overrides" ]]; then
       *) log "$overrides:$line: unknown flag '$flag'"; exit 1 ;;
     esac
   done < "$overrides"
+fi
+if [[ "${MAILSTACK_MAILBOX_FEATURES:-1}" == 0 ]]; then
+  # No quota-status policy at RCPT (Dovecot runs without its quota plugin); after the overrides, which may
+  # name the flavour's quota map.
+  postconf -e quota_limited_check= quota_status_check= smtpd_restriction_classes=
 fi
 
 # Postfix re-reads a config file modified within the last second, "pausing to let it settle" for a

@@ -40,6 +40,8 @@ MAP_PARAMETERS = {
     "virtual_mailbox_maps": "user",
     "virtual_alias_maps": "alias",
     "smtpd_sender_login_maps": "user",
+    # main.cf's own parameter: the mailboxes with a limit (quota-status is asked for them at RCPT)
+    "quota_limited_recipients": "quota",
 }
 DOVEADM_NO_SUCH_USER = 67
 
@@ -255,8 +257,8 @@ def check_map(stack: Stack, name: str, where: tuple[str, str] | None, subjects: 
                     "main.cf (images/postfix) and the schema flavour's postfix_maps disagree")
     parameter, table = where
     kind = MAP_PARAMETERS[parameter]
-    key = {"domain": subjects.domain, "user": subjects.user, "alias": subjects.alias}[kind]
-    in_db = {"domain": subjects.domain_in_db, "user": subjects.user_in_db, "alias": True}[kind]
+    key = {"domain": subjects.domain, "user": subjects.user, "alias": subjects.alias, "quota": subjects.user}[kind]
+    in_db = {"domain": subjects.domain_in_db, "user": subjects.user_in_db, "alias": True, "quota": False}[kind]
     expected = key is not None and in_db and primary
     probe = key or (f"mailstack-doctor@{subjects.domain}" if subjects.domain else "mailstack-doctor.invalid")
     run = stack.exec("postfix", ["postmap", "-q", probe, table], check=False)
@@ -275,6 +277,8 @@ def check_map(stack: Stack, name: str, where: tuple[str, str] | None, subjects: 
     if key is not None and kind == "domain" and primary:
         return fail(label, f"{probe} not found: it is not a local domain",
                     f"`mailstack domain add {probe}`, or `mailstack domain list`")
+    if kind == "quota":
+        return ok(label, f"answers ({probe}: no quota, so quota-status is not asked for it at RCPT)")
     if not primary:
         return ok(label, f"answers ({probe}: not found; this map answers other keys than the first map's)")
     return ok(label, f"answers ({probe}: not found; no {kind} in the database to look up)")

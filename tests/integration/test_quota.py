@@ -1,6 +1,8 @@
 """Quotas from the database, enforced before a message is accepted: Postfix asks Dovecot's quota-status at
 RCPT, and a mailbox over its quota is refused with 552 on 25 and 587 (nothing accepted, no bounce queued);
-an alias to a user under quota, and addresses Dovecot does not know, pass; usage shows over IMAP."""
+an alias to a user under quota, and addresses Dovecot does not know, pass; usage shows over IMAP. Postfix
+asks only for mailboxes with a limit (each flavour's quota map): on every flavour, and a limit set later
+applies at once."""
 
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ from mailstack.api import MailStack, User
 KIB = 1024
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[MailStack]:
-    with MailStack(schema="virtual") as s:  # a flavour with a quota column
+@pytest.fixture(scope="module", params=["default", "virtual", "postfixadmin"])
+def stack(request: pytest.FixtureRequest) -> Iterator[MailStack]:
+    with MailStack(schema=request.param) as s:  # each has a quota column, and its own quota map
         yield s
 
 
@@ -64,6 +66,18 @@ def test_over_quota_is_refused_at_rcpt_on_25_and_587_and_nothing_is_queued(stack
     stack.wait_for_message(full, subject=f"{token}-small")
 
 
+def test_a_limit_set_later_is_checked_at_rcpt_at_once(stack: MailStack) -> None:
+    later = stack.add_user()  # unlimited: Postfix does not ask quota-status for it
+    token = uuid.uuid4().hex[:8]
+    assert send(stack, later.address, f"{token}-before", 8 * KIB) == (250, "accepted")
+    stack.wait_for_message(later, subject=f"{token}-before")
+    stack.set_quota(later.address, "4K")  # now over it: the quota map names it, quota-status refuses
+    code, text = send(stack, later.address, f"{token}-after", 2 * KIB)
+    assert (code, text.endswith("Mailbox is full")) == (552, True), text
+    stack.set_quota(later.address, "none")
+    assert send(stack, later.address, f"{token}-unlimited", 2 * KIB) == (250, "accepted")
+
+
 def test_aliases_and_users_under_quota_pass_the_policy(stack: MailStack) -> None:
     roomy = stack.add_user(quota="10M")
     unlimited = stack.add_user()
@@ -85,6 +99,7 @@ def test_mailbox_features_off_delivers_without_quota_or_policy() -> None:
         subject = f"plain-{uuid.uuid4().hex[:8]}"
         assert send(plain, tiny.address, subject, 8 * KIB) == (250, "accepted")  # over its 1 KiB: not refused
         plain.wait_for_message(tiny, subject=subject)
-        assert plain.stack.exec("postfix", ["postconf", "-h", "quota_status_check"]).stdout.strip() == b""
+        for parameter in ("quota_status_check", "quota_limited_check"):
+            assert plain.stack.exec("postfix", ["postconf", "-h", parameter]).stdout.strip() == b"", parameter
         plugins = plain.stack.exec("dovecot", ["doveconf", "-h", "mail_plugins"]).stdout.strip()
         assert plugins == b"", plugins

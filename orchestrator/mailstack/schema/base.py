@@ -94,8 +94,12 @@ class Flavour:
                                  "NAME` on a fresh stack); nothing was changed")
 
     def postconf_commands(self) -> list[tuple[str, str]]:
-        return [("-e", f"{parameter} = " + ", ".join(f"mysql:{SQL_DIR}/{name}.cf" for name in names))
-                for parameter, names in self.postfix_parameters.items()]
+        commands = [("-e", f"{parameter} = " + ", ".join(f"mysql:{SQL_DIR}/{name}.cf" for name in names))
+                    for parameter, names in self.postfix_parameters.items()]
+        if "quota_limited_recipients" in self.postfix_parameters:
+            # main.cf: quota-status is asked only for the mailboxes this map names (it answers the class)
+            commands.append(("-e", "quota_limited_check = check_recipient_access $quota_limited_recipients"))
+        return commands
 
     def schema_statements(self) -> tuple[str, ...]:
         """Everything that makes (or brings up to date) this flavour's tables, in order; idempotent."""

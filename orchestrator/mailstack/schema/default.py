@@ -68,6 +68,8 @@ DEFAULT = Flavour(
         "virtual_mailboxes": "SELECT 1 FROM users WHERE email = '%s'",
         "virtual_aliases": "SELECT destination FROM aliases WHERE source = '%s'",
         "virtual_mailbox_self": "SELECT email FROM users WHERE email = '%s'",
+        # the mailboxes with a limit, for which Postfix asks Dovecot's quota-status at RCPT (main.cf)
+        "quota_limited_recipients": "SELECT 'quota_status_check' FROM users WHERE email = '%s' AND quota > 0",
         "alias_domain_addresses": "SELECT CONCAT('%u', '@', t.name) FROM alias_domains ad "
                                   "JOIN domains a ON a.id = ad.alias_domain_id "
                                   "JOIN domains t ON t.id = ad.target_domain_id WHERE a.name = '%d' "
@@ -88,6 +90,7 @@ DEFAULT = Flavour(
         "virtual_alias_maps": ("virtual_aliases", "virtual_mailbox_self", "alias_domain_addresses",
                                "alias_domain_catch_all"),
         "smtpd_sender_login_maps": ("sender_logins",),
+        "quota_limited_recipients": ("quota_limited_recipients",),
     },
     password_query="SELECT email AS user, password FROM users WHERE email = '%u'",
     # NULL (and 0) quota: an explicit *:bytes=0 (unlimited). A NULL quota_rule would be left out by Dovecot's SQL

@@ -218,6 +218,9 @@ POSTFIXADMIN = Flavour(
         # ... and, as in the default flavour, the destinations of an active alias may send as the alias (the
         # goto list is a list of owners: Postfix splits it at commas).
         "mysql_sender_alias_maps": "SELECT goto FROM alias WHERE address='%s' AND active = '1'",
+        # Not in PostfixAdmin's files: the mailboxes with a limit, asked about at RCPT (quota-status, main.cf).
+        "mysql_quota_limited_recipients": "SELECT 'quota_status_check' FROM mailbox WHERE username='%s' "
+                                          "AND active = '1' AND quota > 0",
     },
     postfix_parameters={
         "virtual_mailbox_domains": ("mysql_virtual_domains_maps",),
@@ -225,6 +228,7 @@ POSTFIXADMIN = Flavour(
                                "mysql_virtual_alias_domain_catchall_maps"),
         "virtual_mailbox_maps": ("mysql_virtual_mailbox_maps", "mysql_virtual_alias_domain_mailbox_maps"),
         "smtpd_sender_login_maps": ("mysql_mailbox_maps", "mysql_sender_alias_maps"),
+        "quota_limited_recipients": ("mysql_quota_limited_recipients",),
     },
     password_query="SELECT username AS user,password FROM mailbox WHERE username = '%u' AND active='1'",
     # DOVECOT.txt's query with the stack's mail root and vmail's uid; the maildir column is the Maildir

@@ -69,6 +69,9 @@ VIRTUAL = Flavour(
         "mysql-virtual-alias-maps": "SELECT destination FROM virtual_aliases WHERE source='%s'",
         # A user's address maps to itself, so that a catch-all (@domain) never swallows a real user's mail.
         "mysql-email2email": "SELECT email FROM virtual_users WHERE email='%s'",
+        # Not in the tutorial either: the mailboxes with a limit, asked about at RCPT (quota-status, main.cf).
+        "mysql-quota-limited-recipients": "SELECT 'quota_status_check' FROM virtual_users WHERE email='%s' "
+                                          "AND quota > 0",
         "mysql-virtual-alias-domain-maps":
             "SELECT CONCAT('%u', '@', t.name) FROM virtual_alias_domains ad JOIN virtual_domains a "
             "ON a.id = ad.alias_domain_id JOIN virtual_domains t ON t.id = ad.target_domain_id "
@@ -91,6 +94,7 @@ VIRTUAL = Flavour(
         "virtual_alias_maps": ("mysql-virtual-alias-maps", "mysql-email2email", "mysql-virtual-alias-domain-maps",
                                "mysql-virtual-alias-domain-catchall-maps"),
         "smtpd_sender_login_maps": ("mysql-sender-login-maps",),
+        "quota_limited_recipients": ("mysql-quota-limited-recipients",),
     },
     password_query="SELECT email AS user, password FROM virtual_users WHERE email='%u'",
     user_query="SELECT email AS user, CONCAT('*:bytes=', quota) AS quota_rule, '/var/mail/vmail/%d/%n' AS home, "
