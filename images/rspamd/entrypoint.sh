@@ -24,6 +24,6 @@ case "${MAILSTACK_DMARC_REJECT:-1}" in
   *) echo "mailstack-rspamd: MAILSTACK_DMARC_REJECT must be 1 or 0" >&2; exit 1 ;;
 esac
 
-/usr/local/bin/dkim-sync.sh --no-reload
+/usr/local/bin/dkim-sync.sh
 
 exec "$@"
