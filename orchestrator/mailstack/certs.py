@@ -115,3 +115,22 @@ def ensure_tls(directory: Path, hostname: str) -> TlsFiles:
         write_private(files.server_key, _pem_key(key))
         files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return files
+
+
+def ensure_named_cert(ca: TlsFiles, directory: Path, stem: str, hostname: str) -> tuple[Path, Path]:
+    """A certificate from the stack's CA for another server of the stack (the outside MX), as
+    ``directory/<stem>.crt`` and ``.key`` beside a copy of ca.crt; made again when missing, expiring or
+    for another name. ``ca`` must exist (ensure_tls)."""
+    files = TlsFiles(directory / "ca.crt", ca.ca_key, directory / f"{stem}.crt", directory / f"{stem}.key")
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_pem = ca.ca_cert.read_bytes()
+    if not files.ca_cert.exists() or files.ca_cert.read_bytes() != ca_pem:
+        files.ca_cert.write_bytes(ca_pem)
+        files.server_cert.unlink(missing_ok=True)  # issued by another CA
+    if server_cert_problem(files, hostname):
+        ca_key = serialization.load_pem_private_key(ca.ca_key.read_bytes(), password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        cert, key = _make_server(hostname, x509.load_pem_x509_certificate(ca_pem), ca_key)
+        write_private(files.server_key, _pem_key(key))
+        files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return files.server_cert, files.server_key
