@@ -196,8 +196,9 @@ def render_server_config(records: Iterable[Record]) -> str:
     """The records file the DNS image reads (an unbound `server:` clause of local-data lines).
 
     Everything not in it is NXDOMAIN (the image's config has `local-zone: "." static`). Write it atomically
-    (temporary file + rename in the mounted directory: mount the directory, not the file) and mode 0644: the
-    server re-reads it as its own unprivileged user.
+    (temporary file + rename in the mounted directory: mount the directory, not the file, or a rename is not
+    seen). The image's dns-reload checks it with unbound-checkconf and copies it in place as root, so its
+    mode does not matter; a file that does not check is refused and the old records stay served.
     """
     lines = ["# Rendered by mailstack (mailstack.world.dns.render_server_config): do not edit.", "server:"]
     lines += [f"  local-data: '{line}'" for line in as_zone_lines(records)]
