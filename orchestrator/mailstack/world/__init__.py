@@ -1,1 +1,1 @@
-"""The outside world a stack can talk to: DNS records, DKIM keys, the outside MX."""
+"""The stack's outside world: its DNS records and network addresses, DKIM keys, the outside MX's stored mail."""
