@@ -43,6 +43,13 @@ protocol imap {
 CONF
 fi
 
+# With the outside world (MAILSTACK_WORLD=1): what Sieve sends goes to Postfix's internal listener on
+# 10025, which relays to other domains for this container's address only (Postfix's entrypoint); on 25
+# a vacation reply or redirect to an outside address would be refused as relaying.
+if [[ "${MAILSTACK_WORLD:-0}" == 1 ]]; then
+  echo "submission_host = postfix:10025" >> /etc/dovecot/local.conf
+fi
+
 # Settings the orchestrator rendered for this stack (a production server's), included last.
 if [[ -r /run/mailstack/dovecot/overrides.conf ]]; then
   install -o root -g root -m 0644 /run/mailstack/dovecot/overrides.conf /etc/dovecot/mailstack-overrides.conf

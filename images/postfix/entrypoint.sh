@@ -57,6 +57,22 @@ if [[ -r "$overrides" ]]; then
     esac
   done < "$overrides"
 fi
+if [[ "${MAILSTACK_WORLD:-0}" == 1 ]]; then
+  # The outside world (compose.world.yaml): rspamd as the milter of every smtpd (DKIM signing of submitted
+  # mail, SPF/DKIM/DMARC verdicts and spam scores, GTUBE and DMARC p=reject refused); while it cannot be
+  # reached mail is refused with 451, never accepted unchecked. Outbound mail goes to the MX the stack's
+  # DNS names (the outside MX) over TLS verified against the stack's CA.
+  postconf -e smtpd_milters=inet:rspamd:11332 milter_default_action=tempfail milter_protocol=6 \
+    smtp_tls_security_level=verify smtp_tls_CAfile=/run/mailstack/tls/ca.crt smtp_tls_loglevel=1
+  # Mail the stack itself makes (Sieve's vacation replies, redirects, reject notices, from Dovecot's
+  # fixed address): may go to any domain, from that address only; not published on the host.
+  [[ "${MAILSTACK_DOVECOT_IP:-}" =~ ^[0-9.]+$ ]] || { log "MAILSTACK_DOVECOT_IP must be an IPv4 address"; exit 1; }
+  postconf -M "10025/inet=10025 inet n - y - - smtpd"
+  postconf -P "10025/inet/syslog_name=postfix/internal" "10025/inet/mynetworks=${MAILSTACK_DOVECOT_IP}/32" \
+    "10025/inet/smtpd_client_restrictions=permit_mynetworks,reject" \
+    "10025/inet/smtpd_relay_restrictions=permit_mynetworks,reject" \
+    "10025/inet/smtpd_recipient_restrictions=permit_mynetworks,reject"
+fi
 if [[ "${MAILSTACK_MAILBOX_FEATURES:-1}" == 0 ]]; then
   # No quota-status policy at RCPT (Dovecot runs without its quota plugin); after the overrides, which may
   # name the flavour's quota map.

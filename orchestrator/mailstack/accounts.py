@@ -95,11 +95,21 @@ class Accounts:
     is known to be valid (resolving it needs the running stack)."""
 
     def __init__(self, database: Callable[[], Database], scheme: passwords.Scheme = "ARGON2ID",
-                 cost: passwords.Cost = "production", flavour: Flavour = DEFAULT) -> None:
+                 cost: passwords.Cost = "production", flavour: Flavour = DEFAULT,
+                 domains_changed: Callable[[list[str]], None] | None = None) -> None:
+        """domains_changed: called with every local domain after one was added or removed (the world's DNS
+        records and DKIM keys follow them)."""
         self._database = database
         self.scheme = scheme
         self.cost = cost
         self.flavour = flavour
+        self.domains_changed = domains_changed
+
+    def _after_domain_change(self) -> None:
+        if self.domains_changed is not None:
+            with self._database().transaction() as store:
+                domains = store.domains()
+            self.domains_changed(domains)
 
     def _fits(self, what: str, value: str) -> str:
         return check_fits(self.flavour, what, value)
@@ -116,6 +126,7 @@ class Accounts:
             if name in store.domains():
                 raise MailstackError(f"domain {name} already exists", "`mailstack domain list` shows the domains")
             store.add_domain(name)
+        self._after_domain_change()
         return name
 
     def remove_domain(self, name: str, force: bool = False) -> DomainInfo:
@@ -133,6 +144,7 @@ class Accounts:
                     "nothing was changed",
                 )
             store.remove_domain(name)
+        self._after_domain_change()
         return DomainInfo(name, users, aliases)
 
     # --- users --------------------------------------------------------------------------------
@@ -363,6 +375,19 @@ def parse_quota_usage(output: str, user: str | None = None) -> dict[str, tuple[i
         elif kind == "MESSAGE":
             entry[1] += value
     return {address: (entry[0], entry[1]) for address, entry in found.items()}
+
+
+def sync_world(stack: Stack, database: Database) -> None:
+    """A stack with a world: DNS records and DKIM keys for every local domain in the database now."""
+    if stack.network is not None:
+        with database.transaction() as store:
+            domains = store.domains()
+        publish_domains(stack, domains)
+
+
+def publish_domains(stack: Stack, domains: Iterable[str]) -> None:
+    if stack.network is not None:
+        stack.sync_world(domains)
 
 
 def forget_cached_logins(stack: Stack, addresses: Iterable[str] = ()) -> None:

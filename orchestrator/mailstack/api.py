@@ -21,6 +21,7 @@ from typing import Any
 
 from imapclient import IMAPClient
 
+from mailstack import accounts as accounts_module
 from mailstack import passwords, provision, schema, snapshots
 from mailstack import sieve as sieve_module
 from mailstack.accounts import parse_quota_usage
@@ -52,6 +53,10 @@ from mailstack.stack import (
     stacks_dir,
     torn_down_on_failure,
 )
+from mailstack.world.access import OutsideReply, Spf, World
+from mailstack.world.dkim import DkimRecord
+from mailstack.world.dns import Record
+from mailstack.world.outbound import StoredMessage
 
 Report = Callable[[str], None]
 
@@ -196,6 +201,8 @@ def _bring_up(stack: Stack, seed: SeedFile, report: Report, *, provision_host: b
             stack.wait_ready(report=report, then={"mysql": seed_now})
             if plan is None:
                 _seed_sieve(stack, seed, report)  # through Dovecot, which runs now (and the users exist)
+            if stack.network is not None:
+                _sync_world(stack, opened[0], report)
         except BaseException:
             for database in opened:
                 database.close()
@@ -203,6 +210,14 @@ def _bring_up(stack: Stack, seed: SeedFile, report: Report, *, provision_host: b
                 stack.forget_plan()  # nothing of a failed production start stays for a plain `up`
             raise
     return opened[0]
+
+
+def _sync_world(stack: Stack, database: Database, report: Report) -> None:
+    """The world's DNS records and DKIM keys for the domains the database has now (seeded or loaded)."""
+    try:
+        accounts_module.sync_world(stack, database)
+    except MailstackError as exc:  # a production copy's own schema: no domain list to read
+        report(f"DNS records and DKIM keys not made for the domains: {exc}")
 
 
 def _seed_sieve(stack: Stack, seed: SeedFile, report: Report) -> None:
@@ -249,7 +264,7 @@ class MailStack:
         self._explicit_state_dir = settings.get("state_dir") is not None
         defaults: dict[str, Any] = {
             "project": name, "state_dir": stacks_dir() / name, "ephemeral": not keep and not reuse,
-            "hash_cost": "fast", "fast_retry": True, "fast_refusals": True, "mail_fsync": "never",
+            "hash_cost": "fast", "fast_retry": True, "fast_refusals": True, "mail_fsync": "never", "world": False,
             **{f"{port}_port": 0 for port in PORT_NAMES},
         }
         self.settings = load_settings(**{**defaults, **settings})
@@ -394,7 +409,12 @@ class MailStack:
         name = check_domain(name)
         with self.database.transaction() as store:
             store.add_domain(name)
+        self._domains_changed()
         return name
+
+    def _domains_changed(self) -> None:
+        if self.settings.world:
+            accounts_module.sync_world(self.stack, self.database)
 
     def add_user(self, address: str | None = None, password: str | None = None, *, quota: str | int | None = None,
                  active: bool = True) -> User:
@@ -469,10 +489,44 @@ class MailStack:
             for domain in (alias, target):
                 store.add_domain(domain)
             store.add_alias_domain(alias, target)
+        self._domains_changed()
 
     def queue(self) -> list[QueueEntry]:
         """What waits in Postfix's queue now (postqueue -j)."""
         return Queue(self.stack).entries()
+
+    # --- the outside world (world=True) --------------------------------------------------------
+
+    @property
+    def world(self) -> World:
+        """The outside world's tools (raises when the stack has none: MailStack(world=True))."""
+        return World(self.stack)
+
+    def outbound_messages(self) -> list[StoredMessage]:
+        """What the outside MX received (mail for every non-local domain), oldest first."""
+        return self.world.outbound()
+
+    def wait_for_outbound(self, *, to: str | None = None, subject: str | None = None, timeout: float = 30.0
+                          ) -> email.message.EmailMessage:
+        """Poll until the outside MX has a message to `to` whose subject contains `subject`; it, parsed."""
+        return self.world.wait_for_outbound(to=to, subject=subject, timeout=timeout)
+
+    def clear_outbound(self) -> int:
+        return self.world.clear_outbound()
+
+    def send_from_outside(self, to: str | list[str], *, from_: str | None = None, spf: Spf | None = None,
+                          subject: str = "from outside", body: str = "hello from outside\n",
+                          message: bytes | email.message.EmailMessage | None = None) -> OutsideReply:
+        """Mail to port 25 as an outside server sends it (from the outside MX's address, STARTTLS): spf="pass"
+        or "fail" picks a sender domain whose SPF record passes or fails for that address."""
+        return self.world.send_from_outside(to, from_=from_, spf=spf, subject=subject, body=body, message=message)
+
+    def dkim_record(self, domain: str | None = None) -> DkimRecord:
+        """The DKIM TXT record (name, value) of a local domain's current key (default: the stack's domain)."""
+        return self.world.dkim_record(domain or self.domain)
+
+    def dns_records(self, domain: str | None = None) -> list[Record]:
+        return self.world.dns_records(domain or self.domain)
 
     # --- Sieve filters -------------------------------------------------------------------------
 

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
         True, description="quotas (refused at RCPT) and Sieve at delivery; off: plain delivery (A/B benchmarks)")
     fast_refusals: bool = Field(
         False, description="answer failed logins at once (no auth delay or penalty): disposable test stacks")
+    world: bool = Field(
+        True, description="the outside world: the stack's DNS, rspamd (DKIM, SPF/DMARC, spam) and an outside MX "
+                          "catching mail for every other domain; disposable stacks opt in")
+    world_subnet: str | None = Field(
+        None, description="the stack network's subnet with a world (/24 to /27); default: a free one, chosen once")
+    dmarc_reject: bool = Field(True, description="with a world: refuse inbound mail failing a p=reject DMARC policy")
     wait_timeout: float = Field(90.0, gt=0)
     health_interval: int = Field(
         30, ge=1, le=3600, description="seconds between Docker's own health checks (each ~50 ms of CPU)")

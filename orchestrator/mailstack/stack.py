@@ -6,6 +6,7 @@ A Stack is one compose project: its containers, network and volumes, all labelle
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import os
 import re
@@ -29,10 +30,14 @@ from mailstack.errors import CommandError, MailstackError, NotReady, PortTaken, 
 from mailstack.production import render as production_render
 from mailstack.production.plan import Plan
 from mailstack.settings import Settings, image_tag, stack_files_dir
+from mailstack.world import network as world_network
+from mailstack.world import state as world_state
 
 Report = Callable[[str], None]
 
 SERVICES = ("mysql", "dovecot", "postfix")
+WORLD_SERVICES = ("dns", "rspamd", "outside")  # compose.world.yaml: a stack with its outside world
+WORLD_SUBNET_FILE = "world-subnet"  # in the config dir: the subnet chosen for the stack's network
 # endpoint name -> (service, container port)
 ENDPOINTS = {
     "smtp": ("postfix", 25),
@@ -176,6 +181,12 @@ class Stack:
         self.files = stack_files_dir()
         self.tag = image_tag(self.files)
         self._by_service: dict[str, Container] = {}
+        self.services = SERVICES + (WORLD_SERVICES if settings.world else ())
+        self.network = self._world_network() if settings.world else None
+        self.docker = self._client()
+
+    def _client(self) -> DockerClient:
+        settings = self.settings
         compose_files = [self.files / "compose.yaml"]
         if settings.db_port is not None:
             compose_files.append(self.files / "compose.db-port.yaml")
@@ -183,9 +194,13 @@ class Stack:
             compose_files.append(self.files / "compose.ephemeral.yaml")
         if settings.queue_in_memory:
             compose_files.append(self.files / "compose.queue-in-memory.yaml")
+        if settings.world:
+            compose_files.append(self.files / "compose.world.yaml")
+            if settings.ephemeral:
+                compose_files.append(self.files / "compose.world-ephemeral.yaml")
         # Compose interpolates from the shell first: pass our resolved values explicitly, so a stray
         # MAILSTACK_* in the caller's environment never overrides what these settings decided.
-        self.docker = DockerClient(
+        return DockerClient(
             client_call=["env", *(f"{key}={value}" for key, value in self.compose_environment().items()), "docker"],
             compose_files=compose_files,
             compose_project_name=settings.project,
@@ -215,7 +230,72 @@ class Stack:
             env[f"MAILSTACK_{name.upper()}_PORT"] = str(port) if port else ""
         if s.db_port is not None:
             env["MAILSTACK_DB_PORT"] = str(s.db_port) if s.db_port else ""
+        if self.network is not None:
+            env["MAILSTACK_WORLD_SUBNET"] = str(self.network.subnet)
+            env["MAILSTACK_WORLD_IP_RANGE"] = str(self.network.ip_range)
+            env["MAILSTACK_DMARC_REJECT"] = "1" if s.dmarc_reject else "0"
+            for host in ("dns", "outside", "postfix", "dovecot", "mysql", "rspamd"):
+                env[f"MAILSTACK_{host.upper()}_IP"] = self.network.ip(host)
         return env
+
+    # --- the world's network ------------------------------------------------------------------
+
+    def _world_network(self, refused: Iterable[str] = ()) -> world_network.StackNetwork:
+        """The subnet given in the settings; else the one chosen before (config/world-subnet); else a free
+        one. Checked against Docker's networks only when none was chosen yet (check_subnet at start)."""
+        given = self.settings.world_subnet
+        if given:
+            return world_network.stack_network(given)
+        remembered = _read(str(self.settings.config_dir / WORLD_SUBNET_FILE)).strip()
+        if remembered and remembered not in refused:
+            with suppress(MailstackError, ValueError):
+                return world_network.stack_network(remembered)
+        return self._pick_subnet(refused)
+
+    def _networks(self) -> tuple[list[str], list[str]]:
+        """(this project's network's subnets, every other network's subnets)."""
+        cmd = DockerClient().client_config.docker_cmd  # also while __init__ has no compose client yet
+        listing = docker_run([*cmd, "network", "ls", "--quiet", "--no-trunc"])
+        ids = listing.split()
+        found = json.loads(docker_run([*cmd, "network", "inspect", *ids]) or "[]") if ids else []
+        ours = f"{self.settings.project}_default"
+        mine = [sub for net in found if net.get("Name") == ours for sub in world_network.subnets_of(net)]
+        others = [sub for net in found if net.get("Name") != ours for sub in world_network.subnets_of(net)]
+        return mine, others
+
+    def _pick_subnet(self, refused: Iterable[str] = ()) -> world_network.StackNetwork:
+        try:
+            mine, others = self._networks()
+        except (DockerException, OSError, ValueError):
+            mine, others = [], []
+        for subnet in mine:  # the network exists already with a stack subnet: keep it
+            with suppress(MailstackError, ValueError):
+                if subnet not in refused:
+                    return world_network.stack_network(subnet)
+        subnet = world_network.pick_subnet([*others, *refused], seed=self.settings.project)
+        return world_network.stack_network(subnet)
+
+    def check_subnet(self) -> None:
+        """Before compose creates the network: a remembered subnet another network took meanwhile is given up
+        for a free one (the world's files are rendered for the new addresses by the caller)."""
+        if self.network is None or self.settings.world_subnet:
+            return
+        mine, others = self._networks()
+        subnet = str(self.network.subnet)
+        if subnet not in mine and any(self.network.subnet.overlaps(ipaddress.ip_network(o, strict=False))
+                                      for o in others if ":" not in o):
+            self.repick_subnet(refused=[subnet])
+
+    def repick_subnet(self, refused: Iterable[str]) -> None:
+        self.network = self._pick_subnet(refused)
+        self.docker = self._client()
+        self.remember_subnet()
+
+    def remember_subnet(self) -> None:
+        if self.network is not None:
+            path = self.settings.config_dir / WORLD_SUBNET_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{self.network.subnet}\n")
 
     def prepare(self, plan: Plan | None = None) -> dict[str, str]:
         """State directory: secrets, TLS material and the rendered SQL configs. Idempotent. With a production
@@ -224,6 +304,9 @@ class Stack:
         s.state_dir.mkdir(parents=True, exist_ok=True)
         creds = secrets.ensure_secrets(s.state_dir / "secrets")
         certs.ensure_tls(s.config_dir / "tls", s.hostname)
+        if self.network is not None:
+            self.remember_subnet()
+            world_state.render(s, self.network)
         if plan is None and production_render.from_production(s.config_dir):
             return creds
         schema.render_configs(s.config_dir, schema.flavour(s.schema_flavour), creds["db_mail_password"],
@@ -258,7 +341,7 @@ class Stack:
     # --- images -------------------------------------------------------------------------------
 
     def image_names(self) -> list[str]:
-        return [f"mailstack-{service}:{self.tag}" for service in SERVICES]
+        return [f"mailstack-{service}:{self.tag}" for service in self.services]
 
     def images_present(self) -> bool:
         """All three images for this content hash exist (one CLI call; False when Docker does not answer)."""
@@ -304,7 +387,7 @@ class Stack:
         self.check_ports()
         self.forget_containers()
         try:
-            self.docker.compose.up(detach=True, quiet=True, no_build=True, start=False)
+            self._create()
             ids = self._service_ids()
             self._by_service.update({service: self._handle(cid) for service, cid in ids.items()})
             # One `docker start` per container, concurrently: the CLI starts a list one after the other.
@@ -318,6 +401,32 @@ class Stack:
                 raise PortTaken(exc.docker_command, exc.return_code, stderr,
                                 "another program took one of the stack's ports: choose other ports") from exc
             raise _docker_error(exc, "`mailstack logs` shows what the containers said") from exc
+
+    def _create(self, attempts: int = 3) -> None:
+        """compose up without starting. With a world: its network's subnet may have been taken by another
+        network since it was chosen (a stack starting beside this one): then another, and again."""
+        if self.network is not None:
+            self.check_subnet()
+            world_state.render(self.settings, self.network)
+        for attempt in range(1, attempts + 1):
+            try:
+                self.docker.compose.up(detach=True, quiet=True, no_build=True, start=False)
+                return
+            except DockerException as exc:
+                said = exc.stderr or exc.stdout or ""
+                if self.network is None or "overlaps" not in said or attempt == attempts:
+                    raise
+                self.repick_subnet(refused=[str(self.network.subnet)])
+                world_state.render(self.settings, self.network)
+
+    def sync_world(self, domains: Iterable[str]) -> None:
+        """The world's files for these local domains (DNS records, a DKIM key for each), applied in the running
+        containers: rspamd signs with the keys, the DNS serves the records once dns-reload returns."""
+        if self.network is None:
+            return
+        world_state.render(self.settings, self.network, domains)
+        self.exec("rspamd", ["/usr/local/bin/dkim-sync.sh"])
+        self.exec("dns", ["/usr/local/bin/dns-reload"])
 
     def down(self, volumes: bool = False) -> None:
         self.forget_containers()
@@ -376,8 +485,8 @@ class Stack:
     def snapshot(self) -> dict[str, ContainerInfo]:
         """service -> what Docker says about its container now: one inspect of the containers looked up
         before (one listing first when they are not known, or one of them is gone)."""
-        known = {service: self._by_service[service].id for service in SERVICES if service in self._by_service}
-        if len(known) == len(SERVICES):
+        known = {service: self._by_service[service].id for service in self.services if service in self._by_service}
+        if len(known) == len(self.services):
             try:
                 return self._inspect(known.values())
             except DockerException:  # recreated since we looked: look again
@@ -431,7 +540,7 @@ class Stack:
 
     def is_running(self, snapshot: Mapping[str, ContainerInfo] | None = None) -> bool:
         found = self.snapshot() if snapshot is None else snapshot
-        return all(service in found and found[service].running for service in SERVICES)
+        return all(service in found and found[service].running for service in self.services)
 
     def require_running(self, services: Sequence[str] = SERVICES) -> None:
         """The stack runs (or at least the given services: the queue tools need only Postfix)."""
@@ -471,7 +580,8 @@ class Stack:
 
     def status(self) -> dict[str, object]:
         """The `status --json` contract: services, endpoints, ca_cert."""
-        services: dict[str, dict[str, str | None]] = {name: {"state": "missing", "health": None} for name in SERVICES}
+        services: dict[str, dict[str, str | None]] = {name: {"state": "missing", "health": None}
+                                                      for name in self.services}
         found = self.snapshot()
         for name, info in found.items():
             if name in services:
@@ -552,12 +662,13 @@ class Stack:
         output = (result.stdout + result.stderr).decode(errors="replace").strip()
         return result.returncode == 0, output
 
-    def wait_ready(self, services: Sequence[str] = SERVICES, timeout: float | None = None,
+    def wait_ready(self, services: Sequence[str] | None = None, timeout: float | None = None,
                    interval: float = 0.05, report: Report | None = None,
                    then: Mapping[str, Callable[[], None]] | None = None) -> None:
         """Poll each service's healthcheck until it passes. Stops early when a container has exited,
         and fails with its last health output and a log tail. then[service], if given, runs as soon as
         that service is ready, while the others are still being waited for; its failure fails the wait."""
+        services = self.services if services is None else services
         limit = timeout or self.settings.wait_timeout
         deadline = time.monotonic() + limit
         stop = threading.Event()

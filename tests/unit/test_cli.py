@@ -27,6 +27,12 @@ def db(fake_db: FakeDatabase, monkeypatch: pytest.MonkeyPatch) -> FakeDatabase:
     monkeypatch.setattr(cli.Context, "database", lambda self: fake_db)
     monkeypatch.setattr(cli.Context, "running_stack", lambda self: None)
     fake_db.flushed = []  # type: ignore[attr-defined]
+    # the world's DNS records and DKIM keys follow the domains (a `make up` stack has a world)
+    fake_db.synced = []  # type: ignore[attr-defined]
+    monkeypatch.setattr(cli.accounts_module, "publish_domains",
+                        lambda stack, domains: fake_db.synced.append(sorted(domains)))  # type: ignore[attr-defined]
+    monkeypatch.setattr(cli.accounts_module, "sync_world",
+                        lambda stack, database: fake_db.synced.append(sorted(database.store.domain_names)))  # type: ignore[attr-defined]
     monkeypatch.setattr(cli.accounts_module, "forget_cached_logins",
                         lambda stack, addresses=(): fake_db.flushed.append(list(addresses)))  # type: ignore[attr-defined]
     # Dovecot's usage (doveadm quota get): 3 KiB in 2 messages for everyone
@@ -188,6 +194,12 @@ def test_domain_remove_force_takes_users_and_aliases_with_it(tmp_path: Path, db:
     assert result.exit_code == 0, result.output
     assert db.snapshot() == ([], {}, [])
     assert db.flushed == [[]]  # type: ignore[attr-defined]  # all of Dovecot's cached logins
+    assert db.synced == [[]]  # type: ignore[attr-defined]  # its DNS records go with it
+
+
+def test_domain_add_publishes_it_in_the_world(tmp_path: Path, db: FakeDatabase) -> None:
+    assert run(tmp_path, "domain", "add", "new.test").exit_code == 0
+    assert db.synced == [["example.test", "new.test"]]  # type: ignore[attr-defined]
 
 
 def test_passwd_and_remove_flush_the_users_cached_logins(tmp_path: Path, db: FakeDatabase) -> None:

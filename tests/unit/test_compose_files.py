@@ -31,10 +31,31 @@ def _files(**settings: Any) -> list[str]:
 
 
 def test_the_memory_queue_override_is_layered_only_when_asked_for() -> None:
-    assert _files() == ["compose.yaml"]
-    assert _files(queue_in_memory=True) == ["compose.yaml", "compose.queue-in-memory.yaml"]
-    assert _files(queue_in_memory=True, ephemeral=True) == [
+    assert _files(world=False) == ["compose.yaml"]
+    assert _files(world=False, queue_in_memory=True) == ["compose.yaml", "compose.queue-in-memory.yaml"]
+    assert _files(world=False, queue_in_memory=True, ephemeral=True) == [
         "compose.yaml", "compose.ephemeral.yaml", "compose.queue-in-memory.yaml"]
+
+
+def test_the_world_is_layered_with_its_owner_labels_for_disposable_stacks() -> None:
+    assert _files(world_subnet="10.213.9.0/24") == ["compose.yaml", "compose.world.yaml"]
+    assert _files(world_subnet="10.213.9.0/24", ephemeral=True) == [
+        "compose.yaml", "compose.ephemeral.yaml", "compose.world.yaml", "compose.world-ephemeral.yaml"]
+
+
+def test_every_world_service_carries_the_owner_label_of_disposable_stacks() -> None:
+    world = _load("compose.world.yaml")["services"]
+    added = [name for name, service in world.items() if "build" in service]
+    assert sorted(added) == sorted(_load("compose.world-ephemeral.yaml")["services"]) == ["dns", "outside", "rspamd"]
+
+
+def test_the_world_gives_each_fixed_address_of_the_stack_network() -> None:
+    stack = Stack(load_settings(project="compose-files", world_subnet="10.213.9.0/24"))
+    env = stack.compose_environment()
+    assert (env["MAILSTACK_WORLD_SUBNET"], env["MAILSTACK_WORLD_IP_RANGE"]) == ("10.213.9.0/24", "10.213.9.128/25")
+    assert (env["MAILSTACK_DNS_IP"], env["MAILSTACK_OUTSIDE_IP"], env["MAILSTACK_POSTFIX_IP"]) == (
+        "10.213.9.2", "10.213.9.3", "10.213.9.4")
+    assert stack.services == ("mysql", "dovecot", "postfix", "dns", "rspamd", "outside")
 
 
 def test_the_memory_queue_override_keeps_every_postfix_mount_but_the_queue_volume() -> None:

@@ -100,12 +100,27 @@ def test_records_are_normalised_and_frozen() -> None:
 def test_server_config_is_an_unbound_server_clause_without_duplicates() -> None:
     records = (wd.domain_records("a.test", "mail.a.test", "10.0.0.4")
                + wd.domain_records("b.test", "mail.a.test", "10.0.0.4"))
-    text = wd.render_server_config(records)
+    text = wd.render_server_config(records, domains=["a.test", "b.test"])
     lines = text.splitlines()
     assert lines[1] == "server:"
+    zones = [line for line in lines if line.startswith("  local-zone: ")]
     data = [line for line in lines if line.startswith("  local-data: '")]
-    assert len(data) == len(lines) - 2 and all(line.endswith("'") for line in data)
+    assert len(data) + len(zones) == len(lines) - 2 and all(line.endswith("'") for line in data)
+    # "." first, then each domain's zone (the mail host is under a.test) and the reverse tree
+    assert zones == ['  local-zone: "." static', '  local-zone: "a.test." static', '  local-zone: "b.test." static',
+                     '  local-zone: "in-addr.arpa." static']
     assert sum("mail.a.test. 60 IN A 10.0.0.4" in line for line in data) == 1
     assert sum("IN PTR" in line for line in data) == 1
     assert "  local-data: 'b.test. 60 IN MX 10 mail.a.test.'" in data
-    assert wd.render_server_config([]) .splitlines()[1:] == ["server:"]
+    assert wd.render_server_config([]).splitlines()[1:] == [
+        "server:", '  local-zone: "." static', '  local-zone: "in-addr.arpa." static']
+
+
+def test_every_other_domain_can_have_the_outside_mx() -> None:
+    records = wd.domain_records("a.test", "mail.stack.test", "10.0.0.4") + wd.outside_records("10.0.0.3")
+    lines = wd.render_server_config(records, domains=["a.test"], every_other_domain_mx=wd.OUTSIDE_HOST).splitlines()
+    assert lines[2:4] == ['  local-zone: "." redirect', "  local-data: '. 60 IN MX 10 mx.outside.test.'"]
+    # names that are not under a served domain get a zone of their own: unknown names there stay NXDOMAIN
+    for zone in ("mail.stack.test", "mx.outside.test", "outside.test", "spf-fail.test", "dmarc-reject.test"):
+        assert f'  local-zone: "{zone}." static' in lines, zone
+    assert '  local-zone: "_dmarc.outside.test." static' not in lines

@@ -268,6 +268,8 @@ def seed(
         changes += [f"set sieve {address}" for address, _ in scripts]
     elif scripts:
         changes += [f"set sieve {address}" for address in sieve_module.set_many(ctx.obj.stack(), scripts)]
+    if changes and not dry_run:
+        accounts_module.sync_world(ctx.obj.stack(), ctx.obj.database())
     if not changes:
         report(f"{escape(str(file))}: nothing to change")
         return

@@ -76,8 +76,11 @@ class Context:
         return schema.flavour(schema.rendered_flavour(self.settings.config_dir) or self.settings.schema_flavour)
 
     def accounts(self) -> accounts_module.Accounts:
+        world = self.settings.world
         return accounts_module.Accounts(self.database, self.settings.password_scheme, self.settings.hash_cost,
-                                        self.flavour())
+                                        self.flavour(),
+                                        domains_changed=(lambda domains: accounts_module.publish_domains(
+                                            self.stack(), domains)) if world else None)
 
 
 def report(message: str) -> None:

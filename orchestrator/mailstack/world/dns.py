@@ -192,14 +192,35 @@ def as_zone_lines(records: Iterable[Record]) -> list[str]:
     return [record.zone_line() for record in unique(records)]
 
 
-def render_server_config(records: Iterable[Record]) -> str:
-    """The records file the DNS image reads (an unbound `server:` clause of local-data lines).
+def zones_of(records: Iterable[Record], domains: Iterable[str] = ()) -> list[str]:
+    """The zones the records file declares: each of `domains`, each record's name not under one of them
+    (a host name like mail.example.test), and in-addr.arpa (reverse lookups: NXDOMAIN unless a PTR is there)."""
+    zones = {normalise_name(domain) for domain in domains} | {"in-addr.arpa"}
+    for record in records:
+        if not any(record.name == zone or record.name.endswith("." + zone) for zone in zones):
+            zones.add(record.name)
+    return sorted(zones, key=lambda zone: (zone.count("."), zone))
 
-    Everything not in it is NXDOMAIN (the image's config has `local-zone: "." static`). Write it atomically
+
+def render_server_config(records: Iterable[Record], domains: Iterable[str] = (),
+                         every_other_domain_mx: str | None = None) -> str:
+    """The records file the DNS image reads (an unbound `server:` clause of local-zone and local-data lines).
+
+    Each zone (zones_of) is static: a name in it that has no record is NXDOMAIN. Every name outside them:
+    NXDOMAIN too (`"." static`); or, with every_other_domain_mx, every other domain's MX is that host (the
+    outside MX: mail to any domain of "the internet" reaches it by a real MX lookup), other types NODATA,
+    never a timeout. Write it atomically
     (temporary file + rename in the mounted directory: mount the directory, not the file, or a rename is not
     seen). The image's dns-reload checks it with unbound-checkconf and copies it in place as root, so its
     mode does not matter; a file that does not check is refused and the old records stay served.
     """
+    records = unique(records)
     lines = ["# Rendered by mailstack (mailstack.world.dns.render_server_config): do not edit.", "server:"]
+    if every_other_domain_mx:
+        lines += ['  local-zone: "." redirect',
+                  f"  local-data: '. {DEFAULT_TTL} IN MX 10 {normalise_name(every_other_domain_mx)}.'"]
+    else:
+        lines.append('  local-zone: "." static')
+    lines += [f'  local-zone: "{zone}." static' for zone in zones_of(records, domains)]
     lines += [f"  local-data: '{line}'" for line in as_zone_lines(records)]
     return "\n".join(lines) + "\n"
