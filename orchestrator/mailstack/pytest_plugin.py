@@ -40,13 +40,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mailstack-schema", metavar="NAME", default=None,
                     help="schema flavour of the session's stack: default, virtual or postfixadmin "
                          "(default: MAILSTACK_SCHEMA, else default)")
+    group.addoption("--mailstack-world", action="store_true", default=False,
+                    help="give the session's stack its outside world: DNS, rspamd (DKIM, SPF/DMARC, spam) and an "
+                         "outside MX catching mail for other domains (mailstack.outbound_messages(), "
+                         "wait_for_outbound(), send_from_outside())")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mailstack: the test uses the mailstack fixtures")
 
 
-def stack_options(keep: bool, reuse: str | None, worker: str | None, schema: str | None = None) -> dict[str, Any]:
+def stack_options(keep: bool, reuse: str | None, worker: str | None, schema: str | None = None,
+                  world: bool = False) -> dict[str, Any]:
     """MailStack's arguments for this session. Without --mailstack-reuse every session, and under xdist
     every worker, gets a stack of its own under a random project name; with it, each worker reuses one
     of its own (PROJECT-gw0, PROJECT-gw1, ...), so that workers never start or seed the same stack."""
@@ -54,6 +59,8 @@ def stack_options(keep: bool, reuse: str | None, worker: str | None, schema: str
     options: dict[str, Any] = {"project": project, "keep": keep, "reuse": bool(reuse)}
     if schema is not None:
         options["schema"] = schema
+    if world:
+        options["world"] = True
     return options
 
 
@@ -66,7 +73,8 @@ def mailstack(request: pytest.FixtureRequest) -> Iterator[MailStack]:
     seed_file = config.getoption("--mailstack-seed")
     from mailstack.api import MailStack
 
-    kwargs = stack_options(keep, reuse, os.environ.get("PYTEST_XDIST_WORKER"), config.getoption("--mailstack-schema"))
+    kwargs = stack_options(keep, reuse, os.environ.get("PYTEST_XDIST_WORKER"), config.getoption("--mailstack-schema"),
+                           config.getoption("--mailstack-world"))
     stack = MailStack.from_file(Path(seed_file), **kwargs) if seed_file else MailStack(**kwargs)
     with stack:
         yield stack

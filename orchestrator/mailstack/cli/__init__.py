@@ -11,7 +11,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from mailstack import accounts as accounts_module
-from mailstack.cli import accounts, mail, queue, sieve, snapshot, stack
+from mailstack.cli import accounts, mail, queue, sieve, snapshot, stack, world
 from mailstack.cli.common import Context, ProjectOpt, SchemaOpt, StateOpt, console, out, read_password, report
 from mailstack.errors import MailstackError
 
@@ -66,6 +66,10 @@ app.add_typer(accounts.catch_all_app, name="catch-all")
 app.add_typer(queue.queue_app, name="queue")
 app.add_typer(sieve.sieve_app, name="sieve")
 app.add_typer(snapshot.snapshot_app, name="snapshot")
+app.add_typer(world.dns_app, name="dns")
+app.add_typer(world.dkim_app, name="dkim")
+app.add_typer(world.outbound_app, name="outbound")
+app.add_typer(world.outside_app, name="outside")
 
 
 @app.callback()
