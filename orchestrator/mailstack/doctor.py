@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -181,12 +181,12 @@ def running_services(stack: Stack) -> set[str]:
     return {name for name, info in services.items() if info["state"] == "running"}  # type: ignore[union-attr]
 
 
-def check_containers(running: set[str]) -> Result:
-    down = [service for service in SERVICES if service not in running]
+def check_containers(running: set[str], expected: Sequence[str] = SERVICES) -> Result:
+    down = [service for service in expected if service not in running]
     if down:
         return fail("containers", f"not running: {', '.join(down)}",
                     f"`mailstack up` starts them; `mailstack logs {down[0]}` says why it stopped")
-    return ok("containers", f"{', '.join(SERVICES)} running")
+    return ok("containers", f"{', '.join(expected)} running")
 
 
 def find_subjects(stack: Stack, user: str | None = None) -> Subjects:
@@ -503,4 +503,4 @@ def run(stack: Stack, user: str | None = None) -> list[Result]:
     with ThreadPoolExecutor(max_workers=len(planned)) as pool:
         futures = [pool.submit(one, *item) for item in planned]
         checked = [result for future in futures for result in future.result()]
-    return [check_containers(running), check_database(subjects), *checked]
+    return [check_containers(running, stack.services), check_database(subjects), *checked]

@@ -152,6 +152,16 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
+def adopt_world(settings: Settings) -> Settings:
+    """An existing stack keeps the world it was last started with (its state directory remembers the world's
+    subnet) unless the settings say otherwise: `mailstack user add` on a stack without one must not look for
+    its DNS. `up` starts it as the settings say."""
+    if "world" in settings.model_fields_set:
+        return settings
+    has_world = (settings.config_dir / WORLD_SUBNET_FILE).is_file()
+    return settings if has_world == settings.world else settings.model_copy(update={"world": has_world})
+
+
 def pin_free_ports(settings: Settings) -> Settings:
     """Settings whose ports of 0 are replaced by ports free now. Docker picks a new host port for a port
     of 0 at every container start, so a stopped and started container would move; pinned at creation, a
@@ -307,6 +317,8 @@ class Stack:
         if self.network is not None:
             self.remember_subnet()
             world_state.render(s, self.network)
+        else:  # started without its world (again): the other commands see it so (adopt_world)
+            (s.config_dir / WORLD_SUBNET_FILE).unlink(missing_ok=True)
         if plan is None and production_render.from_production(s.config_dir):
             return creds
         schema.render_configs(s.config_dir, schema.flavour(s.schema_flavour), creds["db_mail_password"],
@@ -410,7 +422,8 @@ class Stack:
             world_state.render(self.settings, self.network)
         for attempt in range(1, attempts + 1):
             try:
-                self.docker.compose.up(detach=True, quiet=True, no_build=True, start=False)
+                # remove_orphans: the world's containers of a stack now started without it
+                self.docker.compose.up(detach=True, quiet=True, no_build=True, start=False, remove_orphans=True)
                 return
             except DockerException as exc:
                 said = exc.stderr or exc.stdout or ""

@@ -19,7 +19,7 @@ from mailstack import schema
 from mailstack.db import Database
 from mailstack.errors import MailstackError
 from mailstack.settings import Settings, load_settings
-from mailstack.stack import Stack
+from mailstack.stack import Stack, adopt_world
 
 console = Console(stderr=True)
 out = Console()
@@ -52,7 +52,7 @@ class Context:
 
     def stack(self) -> Stack:
         if self._stack is None:
-            self._stack = Stack(self.settings)
+            self._stack = Stack(adopt_world(self.settings))
         return self._stack
 
     def running_stack(self) -> Stack:
@@ -76,11 +76,10 @@ class Context:
         return schema.flavour(schema.rendered_flavour(self.settings.config_dir) or self.settings.schema_flavour)
 
     def accounts(self) -> accounts_module.Accounts:
-        world = self.settings.world
         return accounts_module.Accounts(self.database, self.settings.password_scheme, self.settings.hash_cost,
                                         self.flavour(),
-                                        domains_changed=(lambda domains: accounts_module.publish_domains(
-                                            self.stack(), domains)) if world else None)
+                                        domains_changed=lambda domains: accounts_module.publish_domains(
+                                            self.stack(), domains))
 
 
 def report(message: str) -> None:

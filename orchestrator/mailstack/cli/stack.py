@@ -18,7 +18,7 @@ from mailstack import provision as provisioning
 from mailstack.cli.common import JsonOpt, SchemaOpt, console, out, print_json, report
 from mailstack.errors import MailstackError
 from mailstack.settings import Settings
-from mailstack.stack import SERVICES, Stack, prune_stale
+from mailstack.stack import SERVICES, WORLD_SERVICES, Stack, prune_stale
 
 
 def _endpoint_table(stack: Stack) -> Table:
@@ -134,14 +134,15 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 def logs(
     ctx: typer.Context,
-    service: Annotated[str | None, typer.Argument(help=f"one of {', '.join(SERVICES)}; all when omitted")] = None,
+    service: Annotated[str | None, typer.Argument(
+        help=f"one of {', '.join(SERVICES + WORLD_SERVICES)}; all when omitted")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
     tail: Annotated[int | None, typer.Option("--tail", "-n", help="only the last N lines")] = None,
 ) -> None:
     """Show the containers' logs (Postfix's and Dovecot's mail logs included)."""
-    if service is not None and service not in SERVICES:
-        raise MailstackError(f"unknown service {service!r}", f"choose one of {', '.join(SERVICES)}")
     stack = ctx.obj.stack()
+    if service is not None and service not in stack.services:
+        raise MailstackError(f"unknown service {service!r}", f"choose one of {', '.join(stack.services)}")
     stack.require_running()
     if follow:
         for _source, line in stack.follow_logs(service):

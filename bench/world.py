@@ -1,0 +1,105 @@
+"""The outside world's cost (issue 13), world on vs off side by side in one run: a fresh disposable stack's
+time to ready, the whole stack's idle RAM (per container), CPU per message and end-to-end throughput
+(bench/mail.py's smtp-source run, with smtp-sink as the machine's yardstick), and with the world on the
+same for submitted mail leaving through rspamd (signed) to the outside MX. Prints figures; asserts nothing.
+Usage: python bench/world.py [--starts 3] [--messages 2000] [--sessions 20] [--idle-seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import time
+
+from fixtures import containers_mib, load  # bench/fixtures.py, beside this script
+from mail import throughput  # bench/mail.py
+from mailstack.api import MailStack
+
+AIMS = "aims: fresh disposable stack ready <= 4 s with the world on; whole-stack idle RAM <= 150 MiB with rspamd + DNS"
+
+
+def per_container_mib(stack: MailStack) -> dict[str, float]:
+    names = {c.id: c.config.labels["com.docker.compose.service"] for c in stack.stack.containers()}
+    out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.ID}} {{.MemUsage}}", *names],
+                         capture_output=True, text=True, check=True).stdout
+    units = {"KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0}
+    found: dict[str, float] = {}
+    for line in out.splitlines():
+        short, usage = line.split(" ", 1)
+        used = usage.split("/")[0].strip()
+        unit = next(u for u in units if used.endswith(u))
+        service = next(s for cid, s in names.items() if cid.startswith(short))
+        found[service] = float(used[: -len(unit)]) * units[unit]
+    return found
+
+
+def time_to_ready(world: bool) -> float:
+    started = time.perf_counter()
+    with MailStack(world=world):
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--starts", type=int, default=3, help="fresh stacks started per variant (interleaved)")
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--idle-seconds", type=float, default=20.0, help="settling time before RAM is read")
+    args = parser.parse_args()
+    variants = {"world off": False, "world on": True}
+    print(f"load average before: {load()}")
+
+    ready: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.starts):  # interleaved: the machine's mood affects both alike
+        for name, world in variants.items():
+            ready[name].append(time_to_ready(world))
+    for name, values in ready.items():
+        print(f"{name}: fresh disposable stack ready in {statistics.median(values):.2f} s median "
+              f"({min(values):.2f}-{max(values):.2f}, {len(values)} starts)")
+
+    with MailStack(world=False, fast_retry=False) as off, MailStack(world=True, fast_retry=False) as on:
+        stacks = {"world off": off, "world on": on}
+        time.sleep(args.idle_seconds)  # settle: idle RAM after the start's work is done, not a synchronisation
+        for name, stack in stacks.items():
+            parts = per_container_mib(stack)
+            detail = ", ".join(f"{service} {value:.1f}" for service, value in sorted(parts.items()))
+            print(f"{name}: idle RAM {containers_mib(stack):.1f} MiB ({detail})")
+        for name, stack in stacks.items():
+            run = throughput(stack, args.messages, args.sessions)
+            ratio = run["delivered msg/s (end to end)"] / run["smtp-sink msg/s"]
+            cpu = {k.removeprefix("CPU ms per message, "): v for k, v in run.items() if k.startswith("CPU ms per")}
+            print(f"{name}: inbound on 25, {args.messages} x 1 KB: delivered {run['delivered msg/s (end to end)']:.0f} "
+                  f"msg/s, smtp-sink {run['smtp-sink msg/s']:.0f} msg/s (ratio {ratio:.3f}); CPU ms per message: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items())))
+        outbound_submissions(on, min(args.messages, 300))
+    print(f"load average after: {load()}")
+    print(AIMS)
+
+
+def outbound_submissions(stack: MailStack, count: int) -> None:
+    """Submitted mail (587, one session) to an outside domain: DKIM-signed by rspamd, delivered by Postfix to
+    the outside MX over verified TLS; messages per second until the outside MX stored them all."""
+    import smtplib  # noqa: PLC0415
+
+    user = stack.add_user()
+    stack.clear_outbound()
+    endpoint = stack.endpoints.submission
+    started = time.perf_counter()
+    with smtplib.SMTP(endpoint.host, endpoint.port, local_hostname="bench.test") as smtp:
+        smtp.starttls(context=stack.ssl_context())
+        smtp.login(user.address, user.password)
+        for number in range(count):
+            smtp.sendmail(user.address, [f"r{number % 10}@example.com"],
+                          f"From: {user.address}\r\nTo: r@example.com\r\nSubject: out {number}\r\n\r\n" + "x" * 1000)
+    submitted = time.perf_counter() - started
+    deadline = time.monotonic() + 120
+    while len(stack.outbound_messages()) < count and time.monotonic() < deadline:
+        time.sleep(0.2)  # poll interval, bounded by the deadline
+    elapsed = time.perf_counter() - started
+    print(f"world on: {count} submissions via 587 to an outside domain: accepted {count / submitted:.0f} msg/s, "
+          f"at the outside MX (signed, TLS) {len(stack.outbound_messages()) / elapsed:.0f} msg/s")
+
+
+if __name__ == "__main__":
+    main()
