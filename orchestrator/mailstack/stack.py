@@ -420,6 +420,8 @@ class Stack:
         if self.network is not None:
             self.check_subnet()
             world_state.render(self.settings, self.network)
+        else:
+            self._remove_world_containers()
         for attempt in range(1, attempts + 1):
             try:
                 # remove_orphans: the world's containers of a stack now started without it
@@ -431,6 +433,15 @@ class Stack:
                     raise
                 self.repick_subnet(refused=[str(self.network.subnet)])
                 world_state.render(self.settings, self.network)
+
+    def _remove_world_containers(self) -> None:
+        """A stack started without its world after one with it: compose recreates the network (its subnet is no
+        longer fixed), which it cannot while the world's containers (orphans now) are still attached."""
+        ids = self._ids_or_none()
+        world = [container_id for service, container_id in ids.items() if service in WORLD_SERVICES]
+        if world:
+            self._docker("container", "rm", "--force", *world)
+            self.forget_containers()
 
     def sync_world(self, domains: Iterable[str]) -> None:
         """The world's files for these local domains (DNS records, a DKIM key for each), applied in the running
