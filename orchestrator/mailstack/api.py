@@ -180,7 +180,7 @@ def _bring_up(stack: Stack, seed: SeedFile, report: Report, *, provision_host: b
         provision.provision(report)
     if build:
         stack.build(report, force=force_build)
-    stack.prepare(plan)
+    stack.prepare(plan, domains=seed.domains)
     report("starting containers")
     opened: list[Database] = []
 

@@ -307,7 +307,7 @@ class Stack:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(f"{self.network.subnet}\n")
 
-    def prepare(self, plan: Plan | None = None) -> dict[str, str]:
+    def prepare(self, plan: Plan | None = None, domains: Iterable[str] = ()) -> dict[str, str]:
         """State directory: secrets, TLS material and the rendered SQL configs. Idempotent. With a production
         plan its files replace the flavour's; a stack once made from one keeps them at a plain start."""
         s = self.settings
@@ -315,8 +315,10 @@ class Stack:
         creds = secrets.ensure_secrets(s.state_dir / "secrets")
         certs.ensure_tls(s.config_dir / "tls", s.hostname)
         if self.network is not None:
+            # the domains of last time and the seed's: the DNS and rspamd start with their records and keys
             self.remember_subnet()
-            world_state.render(s, self.network)
+            remembered = world_state.remembered_domains(world_state.WorldPaths.of(s))
+            world_state.render(s, self.network, [*remembered, *domains])
         else:  # started without its world (again): the other commands see it so (adopt_world)
             (s.config_dir / WORLD_SUBNET_FILE).unlink(missing_ok=True)
         if plan is None and production_render.from_production(s.config_dir):
@@ -448,9 +450,9 @@ class Stack:
         containers: rspamd signs with the keys, the DNS serves the records once dns-reload returns."""
         if self.network is None:
             return
-        world_state.render(self.settings, self.network, domains)
-        self.exec("rspamd", ["/usr/local/bin/dkim-sync.sh"])
-        self.exec("dns", ["/usr/local/bin/dns-reload"])
+        if world_state.render(self.settings, self.network, domains):  # new records (and keys, if any)
+            self.exec("rspamd", ["/usr/local/bin/dkim-sync.sh"])
+            self.exec("dns", ["/usr/local/bin/dns-reload"])
 
     def down(self, volumes: bool = False) -> None:
         self.forget_containers()
