@@ -72,18 +72,22 @@ def main() -> None:
             print(f"{name}: inbound on 25, {args.messages} x 1 KB: delivered {run['delivered msg/s (end to end)']:.0f} "
                   f"msg/s, smtp-sink {run['smtp-sink msg/s']:.0f} msg/s (ratio {ratio:.3f}); CPU ms per message: "
                   + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items())))
-        outbound_submissions(on, min(args.messages, 300))
+        for name, stack in stacks.items():
+            outbound_submissions(name, stack, min(args.messages, 300))
     print(f"load average after: {load()}")
     print(AIMS)
 
 
-def outbound_submissions(stack: MailStack, count: int) -> None:
-    """Submitted mail (587, one session) to an outside domain: DKIM-signed by rspamd, delivered by Postfix to
-    the outside MX over verified TLS; messages per second until the outside MX stored them all."""
+def outbound_submissions(name: str, stack: MailStack, count: int) -> None:
+    """Submitted mail (587, one session) to an outside domain: accepted per second (with the world: scanned
+    and DKIM-signed by rspamd first), and with the world, per second until the outside MX stored them all
+    (delivered by Postfix over verified TLS). Without one it waits in the queue: only acceptance counts."""
     import smtplib  # noqa: PLC0415
 
     user = stack.add_user()
-    stack.clear_outbound()
+    world = stack.settings.world
+    if world:
+        stack.clear_outbound()
     endpoint = stack.endpoints.submission
     started = time.perf_counter()
     with smtplib.SMTP(endpoint.host, endpoint.port, local_hostname="bench.test") as smtp:
@@ -93,12 +97,15 @@ def outbound_submissions(stack: MailStack, count: int) -> None:
             smtp.sendmail(user.address, [f"r{number % 10}@example.com"],
                           f"From: {user.address}\r\nTo: r@example.com\r\nSubject: out {number}\r\n\r\n" + "x" * 1000)
     submitted = time.perf_counter() - started
-    deadline = time.monotonic() + 120
-    while len(stack.outbound_messages()) < count and time.monotonic() < deadline:
-        time.sleep(0.2)  # poll interval, bounded by the deadline
-    elapsed = time.perf_counter() - started
-    print(f"world on: {count} submissions via 587 to an outside domain: accepted {count / submitted:.0f} msg/s, "
-          f"at the outside MX (signed, TLS) {len(stack.outbound_messages()) / elapsed:.0f} msg/s")
+    line = (f"{name}: {count} submissions via 587 (one session) to an outside domain: "
+            f"accepted {count / submitted:.0f} msg/s")
+    if world:
+        deadline = time.monotonic() + 120
+        while len(stack.outbound_messages()) < count and time.monotonic() < deadline:
+            time.sleep(0.2)  # poll interval, bounded by the deadline
+        elapsed = time.perf_counter() - started
+        line += f", at the outside MX (signed, TLS) {len(stack.outbound_messages()) / elapsed:.0f} msg/s"
+    print(line)
 
 
 if __name__ == "__main__":
