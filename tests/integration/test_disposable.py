@@ -100,8 +100,11 @@ class Child:
     @classmethod
     def launch(cls, argv: list[str], mode: str, directory: Path) -> Child:
         stderr = directory / f"{mode}-{uuid.uuid4().hex[:6]}.stderr"
+        # SIGINT as a terminal gives it: a test run started in the background (`cmd &`: SIGINT ignored, and
+        # ignored signals are inherited) would otherwise make the children deaf to the Ctrl-C tests' SIGINT.
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr.open("w"), text=True,
-                                   cwd=directory, env=clean_environment())
+                                   cwd=directory, env=clean_environment(),
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         child = cls(mode, process, stderr)
         threading.Thread(target=child._read, daemon=True).start()
         return child
