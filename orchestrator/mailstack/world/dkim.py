@@ -108,7 +108,8 @@ def rotate(directory: Path, domain: str, *, today: dt.date | None = None) -> str
     """Make a new key under a new selector and sign with it from now on; keep the previous key only.
 
     A running rspamd signs with the new key once ``dkim-sync.sh`` has run in its container (it copies the
-    keys and reloads rspamd). Publish the new record before, and keep the previous one for a while.
+    keys; rspamd notices the changed map within a second, no reload). Stack.sync_world publishes the new
+    record and keeps the previous one while its key is on disk.
     """
     name = normalize_domain(domain)
     _private_dir(directory)
