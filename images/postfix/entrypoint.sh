@@ -62,7 +62,7 @@ if [[ "${MAILSTACK_WORLD:-0}" == 1 ]]; then
   # mail, SPF/DKIM/DMARC verdicts and spam scores, GTUBE and DMARC p=reject refused); while it cannot be
   # reached mail is refused with 451, never accepted unchecked. Outbound mail goes to the MX the stack's
   # DNS names (the outside MX) over TLS verified against the stack's CA.
-  postconf -e smtpd_milters=inet:rspamd:11332 milter_default_action=tempfail milter_protocol=6 \
+  postconf -e smtpd_milters=unix:/milter/rspamd.sock milter_default_action=tempfail milter_protocol=6 \
     smtp_tls_security_level=verify smtp_tls_CAfile=/run/mailstack/tls/ca.crt smtp_tls_loglevel=1
   # Mail the stack itself makes (Sieve's vacation replies, redirects, reject notices, from Dovecot's
   # fixed address): may go to any domain, from that address only; not published on the host.
