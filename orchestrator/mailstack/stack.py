@@ -285,16 +285,18 @@ class Stack:
         subnet = world_network.pick_subnet([*others, *refused], seed=self.settings.project)
         return world_network.stack_network(subnet)
 
-    def check_subnet(self) -> None:
+    def check_subnet(self) -> bool:
         """Before compose creates the network: a remembered subnet another network took meanwhile is given up
-        for a free one (the world's files are rendered for the new addresses by the caller)."""
+        for a free one (the world's files are rendered for the new addresses by the caller). True: it moved."""
         if self.network is None or self.settings.world_subnet:
-            return
+            return False
         mine, others = self._networks()
         subnet = str(self.network.subnet)
         if subnet not in mine and any(self.network.subnet.overlaps(ipaddress.ip_network(o, strict=False))
                                       for o in others if ":" not in o):
             self.repick_subnet(refused=[subnet])
+            return True
+        return False
 
     def repick_subnet(self, refused: Iterable[str]) -> None:
         self.network = self._pick_subnet(refused)
@@ -420,8 +422,8 @@ class Stack:
         """compose up without starting. With a world: its network's subnet may have been taken by another
         network since it was chosen (a stack starting beside this one): then another, and again."""
         if self.network is not None:
-            self.check_subnet()
-            world_state.render(self.settings, self.network)
+            if self.check_subnet():  # prepare() rendered the world's files for the old addresses
+                world_state.render(self.settings, self.network)
         else:
             self._remove_world_containers()
         for attempt in range(1, attempts + 1):

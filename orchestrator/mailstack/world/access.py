@@ -123,6 +123,7 @@ class World:
     def dns_records(self, domain: str) -> list[world_dns.Record]:
         """What a real deployment of this local domain publishes (the stack's DNS serves the same)."""
         assert self.stack.network is not None
+        self.dkim_record(domain)  # a local domain has its key (sync_world): refuse others, make no key for them
         return world_dns.unique(domain_records(self.stack.settings, self.stack.network, domain, self.paths))
 
     def dkim_record(self, domain: str) -> dkim.DkimRecord:
