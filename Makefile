@@ -11,7 +11,7 @@ MAILSTACK := $(BIN)/mailstack
 SEED ?= examples/seed.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help up down clean status logs provision build test test-unit test-integration lint bench bench-startup bench-mail bench-fixtures bench-clients bench-snapshots bench-production bench-world
+.PHONY: help up down clean status logs provision build test test-unit test-integration lint bench bench-startup bench-mail bench-fixtures bench-clients bench-snapshots bench-production bench-world bench-webmail
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,7 +57,7 @@ test-integration: build ## integration tests against a disposable stack (random 
 test: lint build ## everything: lint, unit and integration tests
 	@$(BIN)/pytest tests -q $(PYTEST_ARGS)
 
-bench: bench-startup bench-mail bench-fixtures bench-clients bench-snapshots bench-production bench-world ## all benchmarks (print figures)
+bench: bench-startup bench-mail bench-fixtures bench-clients bench-snapshots bench-production bench-world bench-webmail ## all benchmarks (print figures)
 
 bench-startup: build ## cold build, first/warm up, idle RAM, image sizes
 	@$(BIN)/python bench/startup.py
@@ -79,3 +79,6 @@ bench-production: build ## up --from a generated 100k-mailbox PostfixAdmin copy:
 
 bench-world: build ## the outside world on vs off: fresh stack ready, idle RAM, CPU per message, throughput
 	@$(BIN)/python bench/world.py
+
+bench-webmail: build ## the webmail: its idle RAM and image size, login to message list in Chromium
+	@$(BIN)/python bench/webmail.py

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from mailstack import passwords
+from mailstack import passwords, webmail
 from mailstack.db import Database
 from mailstack.errors import MailstackError
 from mailstack.schema import DEFAULT, Flavour, domain_of
@@ -377,17 +377,21 @@ def parse_quota_usage(output: str, user: str | None = None) -> dict[str, tuple[i
     return {address: (entry[0], entry[1]) for address, entry in found.items()}
 
 
-def sync_world(stack: Stack, database: Database) -> None:
-    """A stack with a world: DNS records and DKIM keys for every local domain in the database now."""
-    if stack.network is not None:
+def publish_local_domains(stack: Stack, database: Database) -> None:
+    """Every local domain in the database now, published where the stack's optional parts show them: DNS
+    records and DKIM keys (a world), the autoconfiguration's domain list (a webmail)."""
+    if stack.network is not None or stack.settings.webmail:
         with database.transaction() as store:
             domains = store.domains()
         publish_domains(stack, domains)
 
 
 def publish_domains(stack: Stack, domains: Iterable[str]) -> None:
+    domains = list(domains)
     if stack.network is not None:
         stack.sync_world(domains)
+    if stack.settings.webmail:
+        webmail.render(stack.settings, domains)
 
 
 def forget_cached_logins(stack: Stack, addresses: Iterable[str] = ()) -> None:

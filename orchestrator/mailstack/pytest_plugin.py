@@ -44,6 +44,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="give the session's stack its outside world: DNS, rspamd (DKIM, SPF/DMARC, spam) and an "
                          "outside MX catching mail for other domains (mailstack.outbound_messages(), "
                          "wait_for_outbound(), send_from_outside())")
+    group.addoption("--mailstack-webmail", action="store_true", default=False,
+                    help="give the session's stack its webmail: Roundcube and the client autoconfiguration "
+                         "(mailstack.webmail_url)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,7 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def stack_options(keep: bool, reuse: str | None, worker: str | None, schema: str | None = None,
-                  world: bool = False) -> dict[str, Any]:
+                  world: bool = False, webmail: bool = False) -> dict[str, Any]:
     """MailStack's arguments for this session. Without --mailstack-reuse every session, and under xdist
     every worker, gets a stack of its own under a random project name; with it, each worker reuses one
     of its own (PROJECT-gw0, PROJECT-gw1, ...), so that workers never start or seed the same stack."""
@@ -61,6 +64,8 @@ def stack_options(keep: bool, reuse: str | None, worker: str | None, schema: str
         options["schema"] = schema
     if world:
         options["world"] = True
+    if webmail:
+        options["webmail"] = True
     return options
 
 
@@ -74,7 +79,7 @@ def mailstack(request: pytest.FixtureRequest) -> Iterator[MailStack]:
     from mailstack.api import MailStack
 
     kwargs = stack_options(keep, reuse, os.environ.get("PYTEST_XDIST_WORKER"), config.getoption("--mailstack-schema"),
-                           config.getoption("--mailstack-world"))
+                           config.getoption("--mailstack-world"), config.getoption("--mailstack-webmail"))
     stack = MailStack.from_file(Path(seed_file), **kwargs) if seed_file else MailStack(**kwargs)
     with stack:
         yield stack

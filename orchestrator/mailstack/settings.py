@@ -14,7 +14,8 @@ from mailstack.errors import MailstackError
 from mailstack.passwords import DOVECOT_SCHEMES
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-PORT_NAMES = ("smtp", "submission", "smtps", "imaps", "pop3s", "managesieve")
+MAIL_PORT_NAMES = ("smtp", "submission", "smtps", "imaps", "pop3s", "managesieve")
+PORT_NAMES = (*MAIL_PORT_NAMES, "webmail")  # webmail's is published only when the stack has it
 
 
 def stack_files_dir() -> Path:
@@ -41,6 +42,7 @@ class Settings(BaseSettings):
     imaps_port: int = Field(993, ge=0, le=65535)
     pop3s_port: int = Field(995, ge=0, le=65535)
     managesieve_port: int = Field(4190, ge=0, le=65535)
+    webmail_port: int = Field(8080, ge=0, le=65535, description="webmail and client autoconfiguration (HTTP)")
     db_port: int | None = Field(None, ge=0, le=65535, description="publish MariaDB on the host (off by default)")
     state_dir: Path = Path(".mailstack")
     seed_file: Path | None = None
@@ -66,6 +68,8 @@ class Settings(BaseSettings):
     world_subnet: str | None = Field(
         None, description="the stack network's subnet with a world (/24 to /27); default: a free one, chosen once")
     dmarc_reject: bool = Field(True, description="with a world: refuse inbound mail failing a p=reject DMARC policy")
+    webmail: bool = Field(
+        True, description="Roundcube webmail and client autoconfiguration over HTTP; disposable stacks opt in")
     wait_timeout: float = Field(90.0, gt=0)
     health_interval: int = Field(
         30, ge=1, le=3600, description="seconds between Docker's own health checks (each ~50 ms of CPU)")
@@ -109,7 +113,8 @@ class Settings(BaseSettings):
         return value.expanduser().resolve()
 
     def ports(self) -> dict[str, int]:
-        return {name: getattr(self, f"{name}_port") for name in PORT_NAMES}
+        names = PORT_NAMES if self.webmail else MAIL_PORT_NAMES
+        return {name: getattr(self, f"{name}_port") for name in names}
 
     @property
     def config_dir(self) -> Path:

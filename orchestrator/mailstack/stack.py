@@ -25,7 +25,7 @@ from pathlib import Path
 from python_on_whales import Container, DockerClient, DockerException
 from python_on_whales.utils import run as docker_run
 
-from mailstack import certs, schema, secrets
+from mailstack import certs, schema, secrets, webmail
 from mailstack.errors import CommandError, MailstackError, NotReady, PortTaken, StackNotRunning, tail
 from mailstack.production import render as production_render
 from mailstack.production.plan import Plan
@@ -38,6 +38,7 @@ Report = Callable[[str], None]
 SERVICES = ("mysql", "dovecot", "postfix")
 WORLD_SERVICES = ("dns", "rspamd", "outside")  # compose.world.yaml: a stack with its outside world
 WORLD_SUBNET_FILE = "world-subnet"  # in the config dir: the subnet chosen for the stack's network
+WEBMAIL_SERVICES = ("webmail",)  # compose.webmail.yaml: Roundcube and the client autoconfiguration
 # endpoint name -> (service, container port)
 ENDPOINTS = {
     "smtp": ("postfix", 25),
@@ -46,6 +47,7 @@ ENDPOINTS = {
     "imaps": ("dovecot", 993),
     "pop3s": ("dovecot", 995),
     "managesieve": ("dovecot", 4190),
+    "webmail": ("webmail", 80),  # HTTP; only on a stack with its webmail
 }
 HEALTHCHECK = ["/usr/local/bin/healthcheck.sh"]
 # Dovecot's check is an auth lookup through SQL: probed before MariaDB answers, it can only fail, and each
@@ -84,9 +86,17 @@ class Endpoints:
     imaps: Endpoint
     pop3s: Endpoint
     managesieve: Endpoint
+    webmail: Endpoint | None = None
 
-    def as_dict(self) -> dict[str, str]:
-        return {name: str(getattr(self, name)) for name in ENDPOINTS}
+    def as_dict(self) -> dict[str, str | None]:
+        return {name: None if getattr(self, name) is None else str(getattr(self, name)) for name in ENDPOINTS}
+
+    @property
+    def webmail_url(self) -> str | None:
+        if self.webmail is None:
+            return None
+        host = "127.0.0.1" if self.webmail.host in ("0.0.0.0", "") else self.webmail.host  # noqa: S104
+        return f"http://{host}:{self.webmail.port}"
 
 
 @dataclass(frozen=True)
@@ -152,14 +162,15 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
-def adopt_world(settings: Settings) -> Settings:
-    """An existing stack keeps the world it was last started with (its state directory remembers the world's
-    subnet) unless the settings say otherwise: `mailstack user add` on a stack without one must not look for
-    its DNS. `up` starts it as the settings say."""
-    if "world" in settings.model_fields_set:
-        return settings
-    has_world = (settings.config_dir / WORLD_SUBNET_FILE).is_file()
-    return settings if has_world == settings.world else settings.model_copy(update={"world": has_world})
+def adopt_started(settings: Settings) -> Settings:
+    """An existing stack keeps the optional parts it was last started with (its state directory remembers the
+    world's subnet and the webmail's documents) unless the settings say otherwise: `mailstack user add` on a
+    stack without a world must not look for its DNS, nor `status` for a webmail it lacks. `up` starts it as
+    the settings say."""
+    started = {"world": (settings.config_dir / WORLD_SUBNET_FILE).is_file(), "webmail": webmail.has_webmail(settings)}
+    update = {name: value for name, value in started.items()
+              if name not in settings.model_fields_set and getattr(settings, name) != value}
+    return settings.model_copy(update=update) if update else settings
 
 
 def pin_free_ports(settings: Settings) -> Settings:
@@ -191,7 +202,8 @@ class Stack:
         self.files = stack_files_dir()
         self.tag = image_tag(self.files)
         self._by_service: dict[str, Container] = {}
-        self.services = SERVICES + (WORLD_SERVICES if settings.world else ())
+        self.services = (SERVICES + (WORLD_SERVICES if settings.world else ())
+                         + (WEBMAIL_SERVICES if settings.webmail else ()))
         self.network = self._world_network() if settings.world else None
         self.docker = self._client()
 
@@ -208,6 +220,10 @@ class Stack:
             compose_files.append(self.files / "compose.world.yaml")
             if settings.ephemeral:
                 compose_files.append(self.files / "compose.world-ephemeral.yaml")
+        if settings.webmail:
+            compose_files.append(self.files / "compose.webmail.yaml")
+            if settings.ephemeral:
+                compose_files.append(self.files / "compose.webmail-ephemeral.yaml")
         # Compose interpolates from the shell first: pass our resolved values explicitly, so a stray
         # MAILSTACK_* in the caller's environment never overrides what these settings decided.
         return DockerClient(
@@ -321,8 +337,12 @@ class Stack:
             self.remember_subnet()
             remembered = world_state.remembered_domains(world_state.WorldPaths.of(s))
             world_state.render(s, self.network, [*remembered, *domains])
-        else:  # started without its world (again): the other commands see it so (adopt_world)
+        else:  # started without its world (again): the other commands see it so (adopt_started)
             (s.config_dir / WORLD_SUBNET_FILE).unlink(missing_ok=True)
+        if s.webmail:  # its secret, and the autoconfiguration for the published ports
+            webmail.render(s, [*webmail.remembered_domains(s), *domains])
+        else:
+            webmail.forget(s)
         if plan is None and production_render.from_production(s.config_dir):
             return creds
         schema.render_configs(s.config_dir, schema.flavour(s.schema_flavour), creds["db_mail_password"],
@@ -600,6 +620,8 @@ class Stack:
         found = self.snapshot() if snapshot is None else snapshot
         endpoints: dict[str, Endpoint] = {}
         for name, (service, port) in ENDPOINTS.items():
+            if service not in self.services:
+                continue  # an optional part this stack does not have
             host_port = found[service].host_port(port) if service in found else None
             if not host_port:
                 raise StackNotRunning(self.settings.project)
@@ -619,7 +641,7 @@ class Stack:
                     health = "healthy"
                 services[name] = {"state": info.status, "health": health}
         try:
-            endpoints: dict[str, str | None] = self.endpoints(found).as_dict()
+            endpoints = self.endpoints(found).as_dict()
         except StackNotRunning:
             endpoints = {name: None for name in ENDPOINTS}
         ca = self.settings.ca_cert

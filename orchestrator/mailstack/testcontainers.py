@@ -45,6 +45,7 @@ else:  # pragma: no cover - Python 3.10
 # container port -> the stack's endpoint name ("587" -> submission), from the stack's own table
 ENDPOINT_BY_CONTAINER_PORT: dict[int, str] = {port: name for name, (_service, port) in ENDPOINTS.items()}
 SERVICE_BY_CONTAINER_PORT: dict[int, str] = {port: service for _name, (service, port) in ENDPOINTS.items()}
+WEBMAIL_PORT = ENDPOINTS["webmail"][1]
 
 
 class WaitStrategy(Protocol):
@@ -64,7 +65,8 @@ def container_port_number(port: int | str) -> int:
 
 
 def published_ports() -> str:
-    return ", ".join(str(port) for port in sorted(ENDPOINT_BY_CONTAINER_PORT))
+    """The mail ports every stack publishes (80, the webmail's, only with webmail=True)."""
+    return ", ".join(str(port) for port in sorted(ENDPOINT_BY_CONTAINER_PORT) if port != WEBMAIL_PORT)
 
 
 def host_port(endpoints: Endpoints, port: int | str) -> int:
@@ -75,7 +77,11 @@ def host_port(endpoints: Endpoints, port: int | str) -> int:
         raise MailstackError(f"container port {number} is not published by the mail stack",
                              f"use one of {published_ports()} (25 smtp, 465 smtps, 587 submission, "
                              "993 imaps, 995 pop3s, 4190 managesieve)")
-    return int(getattr(endpoints, name).port)
+    endpoint = getattr(endpoints, name)
+    if endpoint is None:
+        raise MailstackError(f"container port {number} ({name}) is not published by this stack",
+                             "start it with webmail=True (MailStackContainer(webmail=True))")
+    return int(endpoint.port)
 
 
 class MailStackContainer:

@@ -69,7 +69,7 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     """One project and state directory for both releases, on free loopback ports; removed afterwards."""
     project = f"mailstack-upgrade-{uuid.uuid4().hex[:8]}"
     state = tmp_path_factory.mktemp("upgrade-state")
-    names = ("SMTP", "SUBMISSION", "SMTPS", "IMAPS", "POP3S")
+    names = ("SMTP", "SUBMISSION", "SMTPS", "IMAPS", "POP3S", "MANAGESIEVE", "WEBMAIL")
     env = {**{key: value for key, value in os.environ.items() if not key.startswith("MAILSTACK_")},
            "MAILSTACK_PROJECT": project, "MAILSTACK_STATE_DIR": str(state),
            "MAILSTACK_HASH_COST": "fast", "MAILSTACK_MAIL_FSYNC": "never",

@@ -27,11 +27,11 @@ def db(fake_db: FakeDatabase, monkeypatch: pytest.MonkeyPatch) -> FakeDatabase:
     monkeypatch.setattr(cli.Context, "database", lambda self: fake_db)
     monkeypatch.setattr(cli.Context, "running_stack", lambda self: None)
     fake_db.flushed = []  # type: ignore[attr-defined]
-    # the world's DNS records and DKIM keys follow the domains (a `make up` stack has a world)
+    # the world's DNS records, DKIM keys and the autoconfiguration follow the domains (`make up` has both)
     fake_db.synced = []  # type: ignore[attr-defined]
     monkeypatch.setattr(cli.accounts_module, "publish_domains",
                         lambda stack, domains: fake_db.synced.append(sorted(domains)))  # type: ignore[attr-defined]
-    monkeypatch.setattr(cli.accounts_module, "sync_world",
+    monkeypatch.setattr(cli.accounts_module, "publish_local_domains",
                         lambda stack, database: fake_db.synced.append(sorted(database.store.domain_names)))  # type: ignore[attr-defined]
     monkeypatch.setattr(cli.accounts_module, "forget_cached_logins",
                         lambda stack, addresses=(): fake_db.flushed.append(list(addresses)))  # type: ignore[attr-defined]

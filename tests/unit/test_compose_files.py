@@ -31,15 +31,15 @@ def _files(**settings: Any) -> list[str]:
 
 
 def test_the_memory_queue_override_is_layered_only_when_asked_for() -> None:
-    assert _files(world=False) == ["compose.yaml"]
-    assert _files(world=False, queue_in_memory=True) == ["compose.yaml", "compose.queue-in-memory.yaml"]
-    assert _files(world=False, queue_in_memory=True, ephemeral=True) == [
+    assert _files(world=False, webmail=False) == ["compose.yaml"]
+    assert _files(world=False, webmail=False, queue_in_memory=True) == ["compose.yaml", "compose.queue-in-memory.yaml"]
+    assert _files(world=False, webmail=False, queue_in_memory=True, ephemeral=True) == [
         "compose.yaml", "compose.ephemeral.yaml", "compose.queue-in-memory.yaml"]
 
 
 def test_the_world_is_layered_with_its_owner_labels_for_disposable_stacks() -> None:
-    assert _files(world_subnet="10.213.9.0/24") == ["compose.yaml", "compose.world.yaml"]
-    assert _files(world_subnet="10.213.9.0/24", ephemeral=True) == [
+    assert _files(world_subnet="10.213.9.0/24", webmail=False) == ["compose.yaml", "compose.world.yaml"]
+    assert _files(world_subnet="10.213.9.0/24", webmail=False, ephemeral=True) == [
         "compose.yaml", "compose.ephemeral.yaml", "compose.world.yaml", "compose.world-ephemeral.yaml"]
 
 
@@ -50,12 +50,31 @@ def test_every_world_service_carries_the_owner_label_of_disposable_stacks() -> N
 
 
 def test_the_world_gives_each_fixed_address_of_the_stack_network() -> None:
-    stack = Stack(load_settings(project="compose-files", world_subnet="10.213.9.0/24"))
+    stack = Stack(load_settings(project="compose-files", world_subnet="10.213.9.0/24", webmail=False))
     env = stack.compose_environment()
     assert (env["MAILSTACK_WORLD_SUBNET"], env["MAILSTACK_WORLD_IP_RANGE"]) == ("10.213.9.0/24", "10.213.9.128/25")
     assert (env["MAILSTACK_DNS_IP"], env["MAILSTACK_OUTSIDE_IP"], env["MAILSTACK_POSTFIX_IP"]) == (
         "10.213.9.2", "10.213.9.3", "10.213.9.4")
     assert stack.services == ("mysql", "dovecot", "postfix", "dns", "rspamd", "outside")
+
+
+def test_the_webmail_is_layered_last_with_its_port_and_owner_labels() -> None:
+    assert _files(world=False) == ["compose.yaml", "compose.webmail.yaml"]
+    assert _files(world=False, ephemeral=True) == [
+        "compose.yaml", "compose.ephemeral.yaml", "compose.webmail.yaml", "compose.webmail-ephemeral.yaml"]
+    stack = Stack(load_settings(project="compose-files", world=False, webmail_port=18080))
+    assert stack.services == ("mysql", "dovecot", "postfix", "webmail")
+    assert stack.compose_environment()["MAILSTACK_WEBMAIL_PORT"] == "18080"
+    without = Stack(load_settings(project="compose-files", world=False, webmail=False))
+    assert "MAILSTACK_WEBMAIL_PORT" not in without.compose_environment()
+
+
+def test_the_webmail_service_carries_the_owner_label_of_disposable_stacks() -> None:
+    webmail = _load("compose.webmail.yaml")
+    owner = _load("compose.webmail-ephemeral.yaml")
+    assert sorted(name for name, service in webmail["services"].items() if "build" in service) == ["webmail"]
+    assert sorted(owner["services"]) == ["webmail"]
+    assert sorted(owner["volumes"]) == sorted(webmail["volumes"])
 
 
 def test_the_memory_queue_override_keeps_every_postfix_mount_but_the_queue_volume() -> None:
@@ -75,3 +94,11 @@ def test_test_stacks_take_the_memory_queue_from_the_environment(monkeypatch: pyt
     monkeypatch.setenv("MAILSTACK_QUEUE_IN_MEMORY", "1")
     assert MailStack().settings.queue_in_memory is True
     assert MailStack(queue_in_memory=False).settings.queue_in_memory is False
+
+
+def test_every_compose_file_is_packaged_in_the_wheel() -> None:
+    """The wheel carries the files Stack layers (stack_files); one left out breaks an installed mailstack."""
+    root = stack_files_dir()
+    pyproject = (root / "pyproject.toml").read_text()
+    for path in sorted(root.glob("compose*.yaml")):
+        assert f'"{path.name}" = "mailstack/stack_files/{path.name}"' in pyproject, path.name

@@ -101,3 +101,26 @@ def test_slim_rootfs_matches_the_official_slim_image(tmp_path: Path) -> None:
     assert not (root / "etc/apt/sources.list").exists()
     assert "path-exclude /usr/share/doc/*" in (root / "etc/dpkg/dpkg.cfg.d/docker").read_text()
     assert (root / "tmp").stat().st_mode & 0o1777 == 0o1777
+
+
+def test_the_browser_is_installed_only_when_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    installed: list[list[str]] = []
+    chromium = tmp_path / "chromium"
+
+    def fake_apt(packages: list[str], report: object) -> None:
+        installed.append(packages)
+        chromium.touch()
+
+    monkeypatch.setattr(provision, "apt_install", fake_apt)
+    monkeypatch.setattr(provision, "inspect_host", lambda: Host(True, True, True, True))
+    assert provision.ensure_browser(lambda _m: None, chromium) == chromium
+    assert provision.ensure_browser(lambda _m: None, chromium) == chromium
+    assert installed == [["chromium"]]
+
+
+def test_without_root_the_missing_browser_is_named_with_the_command(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(provision, "inspect_host", lambda: Host(False, True, True, True))
+    with pytest.raises(MailstackError, match="chromium is missing") as caught:
+        provision.ensure_browser(lambda _m: None, tmp_path / "chromium")
+    assert "apt-get install" in str(caught.value)

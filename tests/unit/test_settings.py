@@ -15,7 +15,8 @@ def test_defaults_are_the_standard_ports_on_loopback(monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(tmp_path)
     settings = load_settings()
     assert settings.ports() == {"smtp": 25, "submission": 587, "smtps": 465, "imaps": 993, "pop3s": 995,
-                                "managesieve": 4190}
+                                "managesieve": 4190, "webmail": 8080}
+    assert "webmail" not in load_settings(webmail=False).ports()  # not published without it
     assert settings.bind_address == "127.0.0.1"
     assert settings.db_port is None
 

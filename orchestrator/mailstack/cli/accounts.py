@@ -269,7 +269,7 @@ def seed(
     elif scripts:
         changes += [f"set sieve {address}" for address in sieve_module.set_many(ctx.obj.stack(), scripts)]
     if changes and not dry_run:
-        accounts_module.sync_world(ctx.obj.stack(), ctx.obj.database())
+        accounts_module.publish_local_domains(ctx.obj.stack(), ctx.obj.database())
     if not changes:
         report(f"{escape(str(file))}: nothing to change")
         return

@@ -19,7 +19,7 @@ from mailstack import schema
 from mailstack.db import Database
 from mailstack.errors import MailstackError
 from mailstack.settings import Settings, load_settings
-from mailstack.stack import Stack, adopt_world
+from mailstack.stack import Stack, adopt_started
 
 console = Console(stderr=True)
 out = Console()
@@ -52,7 +52,7 @@ class Context:
 
     def stack(self) -> Stack:
         if self._stack is None:
-            self._stack = Stack(adopt_world(self.settings))
+            self._stack = Stack(adopt_started(self.settings))
         return self._stack
 
     def running_stack(self) -> Stack:

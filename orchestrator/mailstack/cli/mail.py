@@ -63,7 +63,7 @@ def client_config(ctx: typer.Context, address: str, as_json: JsonOpt = False) ->
     stack = ctx.obj.running_stack()
     if not ctx.obj.accounts().user_exists(address):
         raise MailstackError(f"no user {address}", f"`mailstack user add {address}` creates it")
-    config = client.client_config(ctx.obj.settings, stack.endpoints(), address)
+    config = client.client_config(stack.settings, stack.endpoints(), address)
     if as_json:
         print_json(config)
         return

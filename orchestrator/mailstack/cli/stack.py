@@ -18,7 +18,7 @@ from mailstack import provision as provisioning
 from mailstack.cli.common import JsonOpt, SchemaOpt, console, out, print_json, report
 from mailstack.errors import MailstackError
 from mailstack.settings import Settings
-from mailstack.stack import SERVICES, WORLD_SERVICES, Stack, prune_stale
+from mailstack.stack import SERVICES, WEBMAIL_SERVICES, WORLD_SERVICES, Stack, prune_stale
 
 
 def _endpoint_table(stack: Stack) -> Table:
@@ -34,8 +34,13 @@ def _endpoint_table(stack: Stack) -> Table:
         "pop3s": "POP3 over TLS",
         "managesieve": "ManageSieve (Sieve filters): STARTTLS, then AUTH",
     }
-    for name, address in stack.endpoints().as_dict().items():
-        table.add_row(name, address, notes[name])
+    endpoints = stack.endpoints()
+    for name, address in endpoints.as_dict().items():
+        if name in notes and address is not None:
+            table.add_row(name, address, notes[name])
+    if endpoints.webmail_url:
+        table.add_row("webmail", endpoints.webmail_url,
+                      "Roundcube: log in with a full address; client autoconfiguration (mailstack client-config)")
     return table
 
 
@@ -128,6 +133,8 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         table.add_row(name, info["state"], info["health"] or "-")
     out.print(table)
     for name, address in data["endpoints"].items():  # type: ignore[union-attr]
+        if name == "webmail" and address:
+            address = f"http://{address}"
         out.print(f"{name:<11} {address or '-'}")
     out.print(f"ca_cert     {data['ca_cert'] or '-'}")
 
@@ -135,7 +142,7 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def logs(
     ctx: typer.Context,
     service: Annotated[str | None, typer.Argument(
-        help=f"one of {', '.join(SERVICES + WORLD_SERVICES)}; all when omitted")] = None,
+        help=f"one of {', '.join(SERVICES + WORLD_SERVICES + WEBMAIL_SERVICES)}; all when omitted")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
     tail: Annotated[int | None, typer.Option("--tail", "-n", help="only the last N lines")] = None,
 ) -> None:
