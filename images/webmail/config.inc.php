@@ -26,6 +26,7 @@ $config['smtp_helo_host'] = gethostname();
 $config['db_dsnw'] = 'sqlite:////var/lib/mailstack-webmail/roundcube.sqlite?mode=0640';
 
 $config['log_driver'] = 'stdout';
+$config['log_logins'] = true;  // successful and failed logins, with the client's address
 $config['product_name'] = 'mailstack webmail';
 $config['support_url'] = '';
 $config['skin'] = 'elastic';

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
+EXAMPLE_SEED = Path(__file__).resolve().parents[2] / "examples" / "seed.yaml"
 ARTIFACTS = Path(os.environ.get("MAILSTACK_ARTIFACTS", Path(__file__).resolve().parents[2] / ".artifacts"))
 AUTODISCOVER = "{http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a}"
 AUTODISCOVER_REQUEST = """<?xml version="1.0" encoding="utf-8"?>
@@ -34,18 +35,19 @@ AUTODISCOVER_REQUEST = """<?xml version="1.0" encoding="utf-8"?>
 
 @pytest.fixture(scope="module")
 def webmail() -> Iterator[MailStack]:
-    with MailStack(webmail=True) as stack:
+    """A stack with its webmail, seeded as `make up` seeds (examples/seed.yaml)."""
+    with MailStack.from_file(EXAMPLE_SEED, webmail=True) as stack:
         yield stack
 
 
 @pytest.fixture(scope="module")
 def alice(webmail: MailStack) -> User:
-    return webmail.add_user("alice@example.test")
+    return User("alice@example.test", "alice-password")  # the example seed's users
 
 
 @pytest.fixture(scope="module")
 def bob(webmail: MailStack) -> User:
-    return webmail.add_user("bob@example.test")
+    return User("bob@example.test", "bob-password")
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +136,12 @@ def test_the_filters_page_reads_the_users_sieve_script_over_managesieve(webmail:
     assert page.get_by_text("Unable to connect").count() == 0
 
 
-def test_a_wrong_password_shows_roundcubes_error(page: Any, alice: User) -> None:
+def test_a_wrong_password_shows_roundcubes_error_and_logs_it(webmail: MailStack, page: Any, alice: User) -> None:
     log_in(page, alice, password="not-" + alice.password)
     page.get_by_text("Login failed").first.wait_for()
     assert page.locator("#rcmloginuser").is_visible()  # still the login form
+    # Roundcube logs to stdout (log_driver), php-fpm passes it on: in the container's log
+    assert f"Failed login for {alice.address}" in webmail.stack.logs("webmail")
 
 
 def test_the_login_page_sets_the_usual_headers(webmail: MailStack) -> None:
