@@ -3,6 +3,7 @@ compose.yaml where they have to repeat it."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +103,43 @@ def test_every_compose_file_is_packaged_in_the_wheel() -> None:
     pyproject = (root / "pyproject.toml").read_text()
     for path in sorted(root.glob("compose*.yaml")):
         assert f'"{path.name}" = "mailstack/stack_files/{path.name}"' in pyproject, path.name
+
+
+def test_lmtp_and_auth_over_tcp_is_layered_only_when_asked_for(tmp_path: Path) -> None:
+    assert "compose.lmtp-tcp.yaml" not in _files(world=False, webmail=False)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "backend-subnet").write_text("10.213.250.32/27\n")
+    assert _files(world=False, webmail=False, lmtp_auth_tcp=True, state_dir=tmp_path) == [
+        "compose.yaml", "compose.lmtp-tcp.yaml"]
+
+
+def test_the_internal_network_gives_dovecot_a_fixed_address_postfix_knows_by_name(tmp_path: Path) -> None:
+    """Postfix bounces mail for an LMTP next hop that does not resolve: the name must not vanish from DNS
+    while Dovecot is stopped, so it is an /etc/hosts entry for a fixed address, not a network alias."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "backend-subnet").write_text("10.213.250.32/27\n")
+    stack = Stack(load_settings(project="compose-files", world=False, webmail=False, lmtp_auth_tcp=True,
+                                state_dir=tmp_path))
+    env = stack.compose_environment()
+    assert (env["MAILSTACK_BACKEND_SUBNET"], env["MAILSTACK_BACKEND_IP_RANGE"], env["MAILSTACK_DOVECOT_INTERNAL_IP"]) \
+        == ("10.213.250.32/27", "10.213.250.48/28", "10.213.250.34")
+    overlay = _load("compose.lmtp-tcp.yaml")
+    assert overlay["networks"]["backend"]["internal"] is True
+    dovecot, postfix = overlay["services"]["dovecot"], overlay["services"]["postfix"]
+    assert dovecot["networks"]["backend"] == {"ipv4_address": "${MAILSTACK_DOVECOT_INTERNAL_IP}"}
+    assert "default" in dovecot["networks"] and "default" in postfix["networks"]  # or they would leave it
+    assert postfix["extra_hosts"] == ["dovecot-internal:${MAILSTACK_DOVECOT_INTERNAL_IP}"]
+    assert postfix["environment"]["MAILSTACK_DOVECOT_INTERNAL"] == "dovecot-internal"
+    assert "ports" not in dovecot and "ports" not in postfix  # nothing of it is published
+    assert set(overlay["services"]) == {"dovecot", "postfix"}  # the only ones on the internal network
+
+
+def test_a_stack_without_a_chosen_internal_subnet_picks_a_free_27(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = ["10.213.0.0/17", "10.213.128.0/18", "172.17.0.0/16"]
+    monkeypatch.setattr(Stack, "_networks", lambda self, network="default": ([], taken))
+    stack = Stack(load_settings(project="compose-files", world=False, webmail=False, lmtp_auth_tcp=True,
+                                state_dir=tmp_path))
+    assert stack.backend is not None and stack.backend.prefixlen == 27
+    assert stack.backend.subnet_of(ipaddress.IPv4Network("10.213.192.0/18"))
+    assert not (tmp_path / "config" / "backend-subnet").exists()  # remembered by prepare(), not by a lookup
