@@ -268,7 +268,7 @@ def test_dovecot_stopped_postfix_defers_then_drains(stack: MailStack) -> None:
         for burst in bursts:
             burst.finish()
     deferred = sum(1 for line in stack.stack.logs("postfix").splitlines()
-                   if "status=deferred" in line and "dovecot-lmtp" in line)
+                   if "status=deferred" in line and ("dovecot-lmtp" in line or "dovecot-internal" in line))
     stack.stack.start_service("dovecot")
     stack.stack.wait_ready(["dovecot"])
     ready = time.monotonic()
