@@ -15,8 +15,8 @@ from typer.testing import CliRunner, Result
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[MailStack]:
-    with MailStack() as s:  # its own: this module stops Dovecot
+def stack(own_stack_options: dict[str, bool]) -> Iterator[MailStack]:
+    with MailStack(**own_stack_options) as s:  # its own: this module stops Dovecot
         yield s
 
 
