@@ -107,7 +107,7 @@ def _ready(container_id: str, timeout: float = 180.0) -> None:
 def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Pod], kubernetes.Rendered]]:
     root = tmp_path_factory.mktemp("k8s-layout")
     project = f"mailstack-test-{uuid.uuid4().hex[:8]}"
-    settings = load_settings(project=project, state_dir=root / "state", hostname=HOSTNAME, world=False)
+    settings = load_settings(project=project, state_dir=root / "state", hostname=HOSTNAME, world=False, webmail=False)
     stack = Stack(settings)
     stack.build(lambda message: None)  # the images of this checkout (no-op when they exist)
     rendered = kubernetes.render(settings, root / "overlay", tag=stack.tag)
