@@ -486,7 +486,8 @@ class Stack:
                 return
             except DockerException as exc:
                 said = exc.stderr or exc.stdout or ""
-                if "overlaps" not in said or attempt == attempts:
+                # Docker 20.10 says "Pool overlaps with other one" (IPAM) or "networks have overlapping IPv4"
+                if "overlap" not in said or attempt == attempts:
                     raise
                 if self.backend is not None and f"{self.settings.project}_{BACKEND_NETWORK}" in said:
                     self.backend = self._backend_subnet(refused=[str(self.backend)])

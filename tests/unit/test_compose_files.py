@@ -143,3 +143,32 @@ def test_a_stack_without_a_chosen_internal_subnet_picks_a_free_27(tmp_path: Path
     assert stack.backend is not None and stack.backend.prefixlen == 27
     assert stack.backend.subnet_of(ipaddress.IPv4Network("10.213.192.0/18"))
     assert not (tmp_path / "config" / "backend-subnet").exists()  # remembered by prepare(), not by a lookup
+
+
+def test_an_internal_subnet_another_network_took_is_given_up_for_a_free_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stack down for a while may find its remembered /27 taken: Docker refuses the network (20.10 says
+    "networks have overlapping IPv4"), and the start goes on with another one, remembered instead."""
+    from python_on_whales import DockerException
+    from python_on_whales.components.compose.cli_wrapper import ComposeCLI
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "backend-subnet").write_text("10.213.250.32/27\n")
+    calls: list[str] = []
+
+    def up(self: ComposeCLI, *args: Any, **kwargs: Any) -> None:
+        env = dict(item.split("=", 1) for item in self.client_config.client_call if "=" in item)
+        calls.append(env["MAILSTACK_BACKEND_SUBNET"])
+        if len(calls) == 1:
+            raise DockerException(["docker", "compose", "up"], 1, stderr=(
+                b"failed to create network compose-files_backend: Error response from daemon: cannot create network "
+                b"x (br-x): conflicts with network y (br-y): networks have overlapping IPv4"))
+
+    monkeypatch.setattr(ComposeCLI, "up", up)
+    monkeypatch.setattr(Stack, "_networks", lambda self, network="default": ([], ["10.213.250.32/27"]))
+    monkeypatch.setattr(Stack, "_ids_or_none", lambda self: {})
+    stack = Stack(load_settings(project="compose-files", world=False, webmail=False, lmtp_auth_tcp=True,
+                                state_dir=tmp_path))
+    stack._create()
+    assert calls[0] == "10.213.250.32/27" and calls[1] != calls[0]
+    assert (tmp_path / "config" / "backend-subnet").read_text().strip() == calls[1] == str(stack.backend)
