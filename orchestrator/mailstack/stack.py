@@ -292,7 +292,9 @@ class Stack:
         for subnet in mine:
             if subnet not in refused and ":" not in subnet:
                 return ipaddress.IPv4Network(subnet)
-        return world_network.pick_subnet([*others, *refused], prefix=27, seed=f"{self.settings.project}/backend")
+        world = [str(self.network.subnet)] if self.network is not None else []  # same pool, maybe not created yet
+        return world_network.pick_subnet([*others, *world, *refused], prefix=27,
+                                         seed=f"{self.settings.project}/backend")
 
     # --- the world's network ------------------------------------------------------------------
 

@@ -172,3 +172,13 @@ def test_an_internal_subnet_another_network_took_is_given_up_for_a_free_one(
     stack._create()
     assert calls[0] == "10.213.250.32/27" and calls[1] != calls[0]
     assert (tmp_path / "config" / "backend-subnet").read_text().strip() == calls[1] == str(stack.backend)
+
+
+def test_the_internal_subnet_never_overlaps_the_worlds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both come from the same pool and may be chosen before either network exists: for this project the seeds
+    alone would put the internal /27 inside the world's /24 (10.213.118.32/27 in 10.213.118.0/24)."""
+    monkeypatch.setattr(Stack, "_networks", lambda self, network="default": ([], []))
+    stack = Stack(load_settings(project="overlap-201", world=True, webmail=False, lmtp_auth_tcp=True,
+                                state_dir=tmp_path))
+    assert stack.network is not None and str(stack.network.subnet) == "10.213.118.0/24"
+    assert stack.backend is not None and not stack.backend.overlaps(stack.network.subnet)
