@@ -11,7 +11,7 @@ MAILSTACK := $(BIN)/mailstack
 SEED ?= examples/seed.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help up down clean status logs provision build test test-unit test-integration lint bench bench-startup bench-mail bench-fixtures bench-clients bench-snapshots bench-production bench-world bench-webmail
+.PHONY: help up down clean status logs provision build kubernetes test test-unit test-integration lint bench bench-startup bench-mail bench-fixtures bench-clients bench-snapshots bench-production bench-world bench-webmail bench-lmtp-tcp
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,9 @@ provision: $(VENV)/.installed ## install only what is missing: Docker engine, Co
 build: provision ## build the images (cached by content hash)
 	@$(MAILSTACK) build
 
+kubernetes: $(VENV)/.installed ## render the Kubernetes deployment (secrets generated, git-ignored) into .mailstack/kubernetes and build it
+	@$(MAILSTACK) deploy kubernetes --output .mailstack/kubernetes.yaml
+
 lint: $(VENV)/.installed ## ruff
 	@$(BIN)/ruff check .
 
@@ -57,7 +60,7 @@ test-integration: build ## integration tests against a disposable stack (random 
 test: lint build ## everything: lint, unit and integration tests
 	@$(BIN)/pytest tests -q $(PYTEST_ARGS)
 
-bench: bench-startup bench-mail bench-fixtures bench-clients bench-snapshots bench-production bench-world bench-webmail ## all benchmarks (print figures)
+bench: bench-startup bench-mail bench-fixtures bench-clients bench-snapshots bench-production bench-world bench-webmail bench-lmtp-tcp ## all benchmarks (print figures)
 
 bench-startup: build ## cold build, first/warm up, idle RAM, image sizes
 	@$(BIN)/python bench/startup.py
@@ -82,3 +85,6 @@ bench-world: build ## the outside world on vs off: fresh stack ready, idle RAM, 
 
 bench-webmail: build ## the webmail: its idle RAM and image size, login to message list in Chromium
 	@$(BIN)/python bench/webmail.py
+
+bench-lmtp-tcp: build ## LMTP/auth/quota-status over TCP vs unix sockets: CPU per message (whole machine, per container)
+	@$(BIN)/python bench/lmtp_tcp.py

@@ -50,6 +50,52 @@ if [[ "${MAILSTACK_WORLD:-0}" == 1 ]]; then
   echo "submission_host = postfix:10025" >> /etc/dovecot/local.conf
 fi
 
+# LMTP, SASL auth and quota-status over TCP (MAILSTACK_LMTP_AUTH_TCP=1: compose.lmtp-tcp.yaml, Kubernetes),
+# for a Postfix that shares no socket directory with Dovecot. They listen on MAILSTACK_INTERNAL_LISTEN only: an
+# address (or name) on a network that only Postfix reaches (compose: Dovecot's fixed address on the internal
+# `backend` network; Kubernetes: `*`, with a NetworkPolicy admitting only Postfix's pods). Dovecot 2.3 cannot
+# refuse a connection by its peer's address, so where it listens, and who can route there, is the whole
+# protection. The auth listener's name ends in "-client": Dovecot gives it the client type by that suffix (SASL
+# logins with a password only; never "-master", "-userdb" or "-postmap", which answer user lookups without
+# one). The unix sockets in private/ get mode 0, which Dovecot 2.3 takes as "no such listener": nothing keeps
+# using them unnoticed.
+if [[ "${MAILSTACK_LMTP_AUTH_TCP:-0}" == 1 ]]; then
+  listen=${MAILSTACK_INTERNAL_LISTEN:-}
+  if [[ ! "$listen" =~ ^(\*|[A-Za-z0-9][A-Za-z0-9.:-]*)$ ]]; then
+    echo "mailstack-dovecot: MAILSTACK_LMTP_AUTH_TCP=1 needs MAILSTACK_INTERNAL_LISTEN (where the internal listeners bind: a name, an address or *)" >&2
+    exit 1
+  fi
+  cat >> /etc/dovecot/local.conf <<CONF
+service lmtp {
+  inet_listener lmtp-internal {
+    address = $listen
+    port = 24
+  }
+  unix_listener /var/spool/postfix/private/dovecot-lmtp {
+    mode = 0
+  }
+}
+service auth {
+  inet_listener auth-client {
+    address = $listen
+    port = 12345
+  }
+  unix_listener /var/spool/postfix/private/auth {
+    mode = 0
+  }
+}
+service quota-status {
+  inet_listener quota-status {
+    address = $listen
+    port = 12340
+  }
+  unix_listener /var/spool/postfix/private/quota-status {
+    mode = 0
+  }
+}
+CONF
+fi
+
 # Settings the orchestrator rendered for this stack (a production server's), included last.
 if [[ -r /run/mailstack/dovecot/overrides.conf ]]; then
   install -o root -g root -m 0644 /run/mailstack/dovecot/overrides.conf /etc/dovecot/mailstack-overrides.conf

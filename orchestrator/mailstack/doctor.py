@@ -32,6 +32,22 @@ VMAIL_UID = VMAIL_GID = 5000
 PRIVATE_DIR = "/var/spool/postfix/private"
 # Dovecot's listeners Postfix connects to (dovecot.conf: unix_listener ... user/group postfix, mode).
 SOCKETS = {"auth": 0o660, "dovecot-lmtp": 0o600, "quota-status": 0o660}
+# The same over TCP (MAILSTACK_LMTP_AUTH_TCP=1, images/dovecot/entrypoint.sh): port -> (name, what it says first).
+TCP_LISTENERS = {24: ("lmtp", "220 "), 12345: ("auth", "VERSION\t"), 12340: ("quota-status", "")}
+# From Postfix's container: connect to each, read the greeting of those that send one (quota-status waits).
+TCP_PROBE = r"""host=$1; shift
+for spec in "$@"; do
+  port=${spec%%:*}
+  if exec 3<>"/dev/tcp/$host/$port"; then
+    line=
+    if [[ "${spec#*:}" == greets ]]; then IFS= read -r -t 3 line <&3 || true; fi
+    [[ "$port" != 24 ]] || printf 'QUIT\r\n' >&3
+    exec 3>&-
+    printf '%s|connected|%s\n' "$port" "${line%$'\r'}"
+  else
+    printf '%s|refused|\n' "$port"
+  fi
+done"""
 MAIL_DIR = "/var/mail/vmail"
 SQL_DIR = "/etc/postfix/sql"
 # The main.cf parameter a map serves says which kind of key it is looked up with.
@@ -115,6 +131,24 @@ def socket_problems(stat_output: str, expected: dict[str, int] = SOCKETS) -> lis
             problems.append(f"private/{name} is owned by {uid}:{gid}, want postfix {POSTFIX_UID}:{POSTFIX_GID}")
         if mode != want_mode:
             problems.append(f"private/{name} has mode {mode:04o}, want {want_mode:04o}")
+    return problems
+
+
+def tcp_listener_problems(probe_output: str, host: str) -> list[str]:
+    """TCP_PROBE's output (PORT|connected|first line, or PORT|refused|) -> what is wrong with each listener."""
+    seen = {}
+    for line in probe_output.splitlines():
+        port, _, rest = line.partition("|")
+        state, _, said = rest.partition("|")
+        if port.isdigit():
+            seen[int(port)] = (state, said)
+    problems = []
+    for port, (name, greeting) in TCP_LISTENERS.items():
+        state, said = seen.get(port, ("refused", ""))
+        if state != "connected":
+            problems.append(f"{name} ({host}:{port}) refuses connections")
+        elif greeting and not said.startswith(greeting):
+            problems.append(f"{name} ({host}:{port}) said {said!r}, not {greeting.strip()!r}...")
     return problems
 
 
@@ -356,6 +390,9 @@ def check_password_hashes(stack: Stack, subjects: Subjects) -> Result:
 
 
 def check_sockets(stack: Stack) -> Result:
+    transport = stack.exec("postfix", ["postconf", "-h", "virtual_transport"], check=False).stdout.decode().strip()
+    if transport.startswith("lmtp:inet:"):  # MAILSTACK_LMTP_AUTH_TCP=1: no sockets, TCP listeners
+        return check_tcp_listeners(stack, transport.split(":")[2])
     paths = [f"{PRIVATE_DIR}/{name}" for name in SOCKETS]
     run = stack.exec("postfix", ["stat", "-c", "%n|%u|%g|%a|%F", *paths], check=False)
     problems = socket_problems(run.stdout.decode(errors="replace"))
@@ -365,6 +402,19 @@ def check_sockets(stack: Stack) -> Result:
                     "restart dovecot`")
     described = ", ".join(f"{name} {mode:04o}" for name, mode in SOCKETS.items())
     return ok("sockets", f"private/{{{described}}} owned by postfix {POSTFIX_UID}:{POSTFIX_GID}")
+
+
+def check_tcp_listeners(stack: Stack, host: str) -> Result:
+    """Dovecot's LMTP, auth and quota-status answer Postfix over TCP, from Postfix's container."""
+    specs = [f"{port}:{'greets' if greeting else 'silent'}" for port, (_, greeting) in TCP_LISTENERS.items()]
+    run = stack.exec("postfix", ["bash", "-c", TCP_PROBE, "probe", host, *specs], check=False)
+    problems = tcp_listener_problems(run.stdout.decode(errors="replace"), host)
+    if problems:
+        return fail("tcp listeners", "; ".join(problems),
+                    f"Dovecot listens on its internal address (MAILSTACK_INTERNAL_LISTEN): `mailstack logs dovecot`; "
+                    f"`docker compose -p {stack.settings.project} restart dovecot`")
+    described = ", ".join(f"{name} {port}" for port, (name, _) in TCP_LISTENERS.items())
+    return ok("tcp listeners", f"{host}: {described} answer Postfix")
 
 
 def check_chroot(stack: Stack) -> Result:

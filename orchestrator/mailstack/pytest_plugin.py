@@ -9,7 +9,8 @@ well under a second and closes IMAP/POP3 sessions left open (see MailStack.resto
 Options: --mailstack-keep (leave the stack up after the session),
 --mailstack-reuse (use an already running stack of the given project instead of starting one; under
 xdist each worker uses PROJECT-gwN), --mailstack-seed, --mailstack-schema (the schema flavour: default,
-virtual or postfixadmin).
+virtual or postfixadmin), --mailstack-world, --mailstack-webmail, --mailstack-lmtp-tcp (Postfix reaches Dovecot's
+LMTP, SASL auth and quota-status over TCP on an internal network instead of unix sockets).
 
 The stack is removed at the end of the session, also when it fails or is interrupted (Ctrl-C); a stack
 left by a killed session is removed by label at the next start of any MailStack (or `mailstack prune`).
@@ -47,6 +48,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mailstack-webmail", action="store_true", default=False,
                     help="give the session's stack its webmail: Roundcube and the client autoconfiguration "
                          "(mailstack.webmail_url)")
+    group.addoption("--mailstack-lmtp-tcp", action="store_true", default=False,
+                    help="Postfix reaches Dovecot's LMTP, SASL auth and quota-status over TCP on an internal network "
+                         "only the two share, instead of unix sockets (as across machines)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def stack_options(keep: bool, reuse: str | None, worker: str | None, schema: str | None = None,
-                  world: bool = False, webmail: bool = False) -> dict[str, Any]:
+                  world: bool = False, webmail: bool = False, lmtp_auth_tcp: bool = False) -> dict[str, Any]:
     """MailStack's arguments for this session. Without --mailstack-reuse every session, and under xdist
     every worker, gets a stack of its own under a random project name; with it, each worker reuses one
     of its own (PROJECT-gw0, PROJECT-gw1, ...), so that workers never start or seed the same stack."""
@@ -66,6 +70,8 @@ def stack_options(keep: bool, reuse: str | None, worker: str | None, schema: str
         options["world"] = True
     if webmail:
         options["webmail"] = True
+    if lmtp_auth_tcp:
+        options["lmtp_auth_tcp"] = True
     return options
 
 
@@ -79,7 +85,8 @@ def mailstack(request: pytest.FixtureRequest) -> Iterator[MailStack]:
     from mailstack.api import MailStack
 
     kwargs = stack_options(keep, reuse, os.environ.get("PYTEST_XDIST_WORKER"), config.getoption("--mailstack-schema"),
-                           config.getoption("--mailstack-world"), config.getoption("--mailstack-webmail"))
+                           config.getoption("--mailstack-world"), config.getoption("--mailstack-webmail"),
+                           config.getoption("--mailstack-lmtp-tcp"))
     stack = MailStack.from_file(Path(seed_file), **kwargs) if seed_file else MailStack(**kwargs)
     with stack:
         yield stack

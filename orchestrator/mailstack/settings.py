@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     dmarc_reject: bool = Field(True, description="with a world: refuse inbound mail failing a p=reject DMARC policy")
     webmail: bool = Field(
         True, description="Roundcube webmail and client autoconfiguration over HTTP; disposable stacks opt in")
+    lmtp_auth_tcp: bool = Field(
+        False, description="Postfix reaches Dovecot's LMTP, SASL auth and quota-status over TCP on an internal network "
+                           "only they share (as across machines) instead of unix sockets in a shared volume")
     wait_timeout: float = Field(90.0, gt=0)
     health_interval: int = Field(
         30, ge=1, le=3600, description="seconds between Docker's own health checks (each ~50 ms of CPU)")

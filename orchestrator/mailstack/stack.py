@@ -39,6 +39,10 @@ SERVICES = ("mysql", "dovecot", "postfix")
 WORLD_SERVICES = ("dns", "rspamd", "outside")  # compose.world.yaml: a stack with its outside world
 WORLD_SUBNET_FILE = "world-subnet"  # in the config dir: the subnet chosen for the stack's network
 WEBMAIL_SERVICES = ("webmail",)  # compose.webmail.yaml: Roundcube and the client autoconfiguration
+# lmtp_auth_tcp (compose.lmtp-tcp.yaml): the internal network only Postfix and Dovecot join, a /27 chosen once
+# (in the config dir); Dovecot's fixed address there is its second host (.2; Docker allocates the upper half).
+BACKEND_NETWORK = "backend"
+BACKEND_SUBNET_FILE = "backend-subnet"
 # endpoint name -> (service, container port)
 ENDPOINTS = {
     "smtp": ("postfix", 25),
@@ -205,6 +209,7 @@ class Stack:
         self.services = (SERVICES + (WORLD_SERVICES if settings.world else ())
                          + (WEBMAIL_SERVICES if settings.webmail else ()))
         self.network = self._world_network() if settings.world else None
+        self.backend = self._backend_subnet() if settings.lmtp_auth_tcp else None
         self.docker = self._client()
 
     def _client(self) -> DockerClient:
@@ -224,6 +229,8 @@ class Stack:
             compose_files.append(self.files / "compose.webmail.yaml")
             if settings.ephemeral:
                 compose_files.append(self.files / "compose.webmail-ephemeral.yaml")
+        if settings.lmtp_auth_tcp:
+            compose_files.append(self.files / "compose.lmtp-tcp.yaml")
         # Compose interpolates from the shell first: pass our resolved values explicitly, so a stray
         # MAILSTACK_* in the caller's environment never overrides what these settings decided.
         return DockerClient(
@@ -262,7 +269,32 @@ class Stack:
             env["MAILSTACK_DMARC_REJECT"] = "1" if s.dmarc_reject else "0"
             for host in ("dns", "outside", "postfix", "dovecot", "mysql", "rspamd"):
                 env[f"MAILSTACK_{host.upper()}_IP"] = self.network.ip(host)
+        if self.backend is not None:
+            env["MAILSTACK_BACKEND_SUBNET"] = str(self.backend)
+            env["MAILSTACK_BACKEND_IP_RANGE"] = str(list(self.backend.subnets(prefixlen_diff=1))[1])
+            env["MAILSTACK_DOVECOT_INTERNAL_IP"] = str(self.backend.network_address + 2)
         return env
+
+    # --- the internal network (lmtp_auth_tcp) -------------------------------------------------
+
+    def _backend_subnet(self, refused: Iterable[str] = ()) -> ipaddress.IPv4Network:
+        """The backend network's subnet: the one chosen before (config/backend-subnet), else the one the network
+        has, else a free /27 (remembered by prepare()). Another network taking it meanwhile makes Docker refuse
+        to create it: _create picks again."""
+        remembered = _read(str(self.settings.config_dir / BACKEND_SUBNET_FILE))
+        if remembered and remembered not in refused:
+            with suppress(ValueError):
+                return ipaddress.IPv4Network(remembered)
+        try:
+            mine, others = self._networks(BACKEND_NETWORK)
+        except (DockerException, OSError, ValueError):
+            mine, others = [], []
+        for subnet in mine:
+            if subnet not in refused and ":" not in subnet:
+                return ipaddress.IPv4Network(subnet)
+        world = [str(self.network.subnet)] if self.network is not None else []  # same pool, maybe not created yet
+        return world_network.pick_subnet([*others, *world, *refused], prefix=27,
+                                         seed=f"{self.settings.project}/backend")
 
     # --- the world's network ------------------------------------------------------------------
 
@@ -278,13 +310,13 @@ class Stack:
                 return world_network.stack_network(remembered)
         return self._pick_subnet(refused)
 
-    def _networks(self) -> tuple[list[str], list[str]]:
+    def _networks(self, network: str = "default") -> tuple[list[str], list[str]]:
         """(this project's network's subnets, every other network's subnets)."""
         cmd = DockerClient().client_config.docker_cmd  # also while __init__ has no compose client yet
         listing = docker_run([*cmd, "network", "ls", "--quiet", "--no-trunc"])
         ids = listing.split()
         found = json.loads(docker_run([*cmd, "network", "inspect", *ids]) or "[]") if ids else []
-        ours = f"{self.settings.project}_default"
+        ours = f"{self.settings.project}_{network}"
         mine = [sub for net in found if net.get("Name") == ours for sub in world_network.subnets_of(net)]
         others = [sub for net in found if net.get("Name") != ours for sub in world_network.subnets_of(net)]
         return mine, others
@@ -331,6 +363,9 @@ class Stack:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
         creds = secrets.ensure_secrets(s.state_dir / "secrets")
+        if self.backend is not None:
+            s.config_dir.mkdir(parents=True, exist_ok=True)
+            (s.config_dir / BACKEND_SUBNET_FILE).write_text(f"{self.backend}\n")
         certs.ensure_tls(s.config_dir / "tls", s.hostname)
         if self.network is not None:
             # the domains of last time and the seed's: the DNS and rspamd start with their records and keys
@@ -453,7 +488,15 @@ class Stack:
                 return
             except DockerException as exc:
                 said = exc.stderr or exc.stdout or ""
-                if self.network is None or "overlaps" not in said or attempt == attempts:
+                # Docker 20.10 says "Pool overlaps with other one" (IPAM) or "networks have overlapping IPv4"
+                if "overlap" not in said or attempt == attempts:
+                    raise
+                if self.backend is not None and f"{self.settings.project}_{BACKEND_NETWORK}" in said:
+                    self.backend = self._backend_subnet(refused=[str(self.backend)])
+                    (self.settings.config_dir / BACKEND_SUBNET_FILE).write_text(f"{self.backend}\n")
+                    self.docker = self._client()
+                    continue
+                if self.network is None:
                     raise
                 self.repick_subnet(refused=[str(self.network.subnet)])
                 world_state.render(self.settings, self.network)
@@ -480,6 +523,12 @@ class Stack:
         self.forget_containers()
         try:
             self.docker.compose.down(volumes=volumes, remove_orphans=True, quiet=True, timeout=10)
+            # compose removes only the networks its files name: a stack started with compose.lmtp-tcp.yaml and
+            # taken down without it keeps its `backend` network. Every container of the project is gone now.
+            leftover = self._docker("network", "ls", "--quiet", "--filter", f"label={LABEL_COMPOSE_PROJECT}="
+                                    f"{self.settings.project}").split()
+            if leftover:
+                _remove(self.docker.client_config.docker_cmd, ["network", "rm", *leftover], strict=False)
         except DockerException as exc:
             raise _docker_error(exc) from exc
 

@@ -21,3 +21,10 @@ def tls(mailstack: MailStack) -> ssl.SSLContext:
 def unique() -> str:
     """A unique token for subjects and addresses, so every test finds exactly its own mail."""
     return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+def own_stack_options(request: pytest.FixtureRequest) -> dict[str, bool]:
+    """What the session's options ask of the stacks a module starts itself (MailStack(**own_stack_options)), as the
+    plugin's session stack gets it: --mailstack-lmtp-tcp."""
+    return {"lmtp_auth_tcp": True} if request.config.getoption("--mailstack-lmtp-tcp") else {}

@@ -82,6 +82,8 @@ def test_postfix_check_is_clean(mailstack: MailStack) -> None:
 
 
 def test_shared_sockets_have_the_owners_postfix_needs(mailstack: MailStack) -> None:
+    if mailstack.settings.lmtp_auth_tcp:
+        pytest.skip("LMTP and auth over TCP (--mailstack-lmtp-tcp): no shared sockets (test_lmtp_tcp.py)")
     listing = mailstack.stack.exec("postfix", ["stat", "-c", "%n %F %u:%g %a", "/var/spool/postfix/private/auth",
                                                "/var/spool/postfix/private/dovecot-lmtp"]).stdout.decode()
     lines = dict(line.split(" ", 1) for line in listing.strip().splitlines())

@@ -17,8 +17,8 @@ KIB = 1024
 
 
 @pytest.fixture(scope="module", params=["default", "virtual", "postfixadmin"])
-def stack(request: pytest.FixtureRequest) -> Iterator[MailStack]:
-    with MailStack(schema=request.param) as s:  # each has a quota column, and its own quota map
+def stack(request: pytest.FixtureRequest, own_stack_options: dict[str, bool]) -> Iterator[MailStack]:
+    with MailStack(schema=request.param, **own_stack_options) as s:  # each has a quota column, and its own quota map
         yield s
 
 

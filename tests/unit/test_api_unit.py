@@ -320,6 +320,13 @@ def test_plugin_stack_options(keep: bool, reuse: str | None, worker: str | None,
     assert stack_options(keep, reuse, worker) == expected
 
 
+def test_plugin_stack_options_ask_for_lmtp_and_auth_over_tcp_only_when_given() -> None:
+    assert "lmtp_auth_tcp" not in stack_options(False, None, None)
+    assert stack_options(False, None, None, lmtp_auth_tcp=True)["lmtp_auth_tcp"] is True
+    assert MailStack(lmtp_auth_tcp=True).settings.lmtp_auth_tcp is True
+    assert MailStack().settings.lmtp_auth_tcp is False
+
+
 def test_pin_free_ports_chooses_distinct_free_ports_for_zeros_only() -> None:
     settings = load_settings(project="mailstack-pin", smtp_port=0, submission_port=0, smtps_port=0,
                              imaps_port=0, pop3s_port=2993)

@@ -3,6 +3,7 @@ compose.yaml where they have to repeat it."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +103,82 @@ def test_every_compose_file_is_packaged_in_the_wheel() -> None:
     pyproject = (root / "pyproject.toml").read_text()
     for path in sorted(root.glob("compose*.yaml")):
         assert f'"{path.name}" = "mailstack/stack_files/{path.name}"' in pyproject, path.name
+
+
+def test_lmtp_and_auth_over_tcp_is_layered_only_when_asked_for(tmp_path: Path) -> None:
+    assert "compose.lmtp-tcp.yaml" not in _files(world=False, webmail=False)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "backend-subnet").write_text("10.213.250.32/27\n")
+    assert _files(world=False, webmail=False, lmtp_auth_tcp=True, state_dir=tmp_path) == [
+        "compose.yaml", "compose.lmtp-tcp.yaml"]
+
+
+def test_the_internal_network_gives_dovecot_a_fixed_address_postfix_knows_by_name(tmp_path: Path) -> None:
+    """Postfix bounces mail for an LMTP next hop that does not resolve: the name must not vanish from DNS
+    while Dovecot is stopped, so it is an /etc/hosts entry for a fixed address, not a network alias."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "backend-subnet").write_text("10.213.250.32/27\n")
+    stack = Stack(load_settings(project="compose-files", world=False, webmail=False, lmtp_auth_tcp=True,
+                                state_dir=tmp_path))
+    env = stack.compose_environment()
+    assert (env["MAILSTACK_BACKEND_SUBNET"], env["MAILSTACK_BACKEND_IP_RANGE"], env["MAILSTACK_DOVECOT_INTERNAL_IP"]) \
+        == ("10.213.250.32/27", "10.213.250.48/28", "10.213.250.34")
+    overlay = _load("compose.lmtp-tcp.yaml")
+    assert overlay["networks"]["backend"]["internal"] is True
+    dovecot, postfix = overlay["services"]["dovecot"], overlay["services"]["postfix"]
+    assert dovecot["networks"]["backend"] == {"ipv4_address": "${MAILSTACK_DOVECOT_INTERNAL_IP}"}
+    assert "default" in dovecot["networks"] and "default" in postfix["networks"]  # or they would leave it
+    assert postfix["extra_hosts"] == ["dovecot-internal:${MAILSTACK_DOVECOT_INTERNAL_IP}"]
+    assert postfix["environment"]["MAILSTACK_DOVECOT_INTERNAL"] == "dovecot-internal"
+    assert "ports" not in dovecot and "ports" not in postfix  # nothing of it is published
+    assert set(overlay["services"]) == {"dovecot", "postfix"}  # the only ones on the internal network
+
+
+def test_a_stack_without_a_chosen_internal_subnet_picks_a_free_27(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = ["10.213.0.0/17", "10.213.128.0/18", "172.17.0.0/16"]
+    monkeypatch.setattr(Stack, "_networks", lambda self, network="default": ([], taken))
+    stack = Stack(load_settings(project="compose-files", world=False, webmail=False, lmtp_auth_tcp=True,
+                                state_dir=tmp_path))
+    assert stack.backend is not None and stack.backend.prefixlen == 27
+    assert stack.backend.subnet_of(ipaddress.IPv4Network("10.213.192.0/18"))
+    assert not (tmp_path / "config" / "backend-subnet").exists()  # remembered by prepare(), not by a lookup
+
+
+def test_an_internal_subnet_another_network_took_is_given_up_for_a_free_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stack down for a while may find its remembered /27 taken: Docker refuses the network (20.10 says
+    "networks have overlapping IPv4"), and the start goes on with another one, remembered instead."""
+    from python_on_whales import DockerException
+    from python_on_whales.components.compose.cli_wrapper import ComposeCLI
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "backend-subnet").write_text("10.213.250.32/27\n")
+    calls: list[str] = []
+
+    def up(self: ComposeCLI, *args: Any, **kwargs: Any) -> None:
+        env = dict(item.split("=", 1) for item in self.client_config.client_call if "=" in item)
+        calls.append(env["MAILSTACK_BACKEND_SUBNET"])
+        if len(calls) == 1:
+            raise DockerException(["docker", "compose", "up"], 1, stderr=(
+                b"failed to create network compose-files_backend: Error response from daemon: cannot create network "
+                b"x (br-x): conflicts with network y (br-y): networks have overlapping IPv4"))
+
+    monkeypatch.setattr(ComposeCLI, "up", up)
+    monkeypatch.setattr(Stack, "_networks", lambda self, network="default": ([], ["10.213.250.32/27"]))
+    monkeypatch.setattr(Stack, "_ids_or_none", lambda self: {})
+    stack = Stack(load_settings(project="compose-files", world=False, webmail=False, lmtp_auth_tcp=True,
+                                state_dir=tmp_path))
+    stack._create()
+    assert calls[0] == "10.213.250.32/27" and calls[1] != calls[0]
+    assert (tmp_path / "config" / "backend-subnet").read_text().strip() == calls[1] == str(stack.backend)
+
+
+def test_the_internal_subnet_never_overlaps_the_worlds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both come from the same pool and may be chosen before either network exists: for this project the seeds
+    alone would put the internal /27 inside the world's /24 (10.213.118.32/27 in 10.213.118.0/24)."""
+    monkeypatch.setattr(Stack, "_networks", lambda self, network="default": ([], []))
+    stack = Stack(load_settings(project="overlap-201", world=True, webmail=False, lmtp_auth_tcp=True,
+                                state_dir=tmp_path))
+    assert stack.network is not None and str(stack.network.subnet) == "10.213.118.0/24"
+    assert stack.backend is not None and not stack.backend.overlaps(stack.network.subnet)

@@ -25,6 +25,18 @@ def test_socket_problems_are_named() -> None:
                                           "private/quota-status is missing"]
 
 
+def test_tcp_listeners_that_answer_pass_and_the_others_are_named() -> None:
+    """LMTP and auth over TCP (doctor's TCP_PROBE from Postfix's container: PORT|state|first line)."""
+    good = "24|connected|220 mail.mailstack.test Dovecot ready.\n12345|connected|VERSION\t1\t2\n12340|connected|\n"
+    assert doctor.tcp_listener_problems(good, "dovecot-internal") == []
+    bad = "24|connected|421 go away\n12345|refused|\n"
+    assert doctor.tcp_listener_problems(bad, "dovecot-internal") == [
+        "lmtp (dovecot-internal:24) said '421 go away', not '220'...",
+        "auth (dovecot-internal:12345) refuses connections",
+        "quota-status (dovecot-internal:12340) refuses connections",
+    ]
+
+
 def test_postconf_and_map_tables() -> None:
     values = doctor.parse_postconf(
         "virtual_mailbox_domains = proxy:mysql:/etc/postfix/sql/virtual_domains.cf\n"

@@ -11,7 +11,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from mailstack import accounts as accounts_module
-from mailstack.cli import accounts, mail, queue, sieve, snapshot, stack, world
+from mailstack.cli import accounts, deploy, mail, queue, sieve, snapshot, stack, world
 from mailstack.cli.common import Context, ProjectOpt, SchemaOpt, StateOpt, console, out, read_password, report
 from mailstack.errors import MailstackError
 
@@ -70,6 +70,7 @@ app.add_typer(world.dns_app, name="dns")
 app.add_typer(world.dkim_app, name="dkim")
 app.add_typer(world.outbound_app, name="outbound")
 app.add_typer(world.outside_app, name="outside")
+app.add_typer(deploy.deploy_app, name="deploy")
 
 
 @app.callback()
