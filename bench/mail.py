@@ -530,6 +530,9 @@ def describe_run(number: int, queue: str, figures: dict[str, float]) -> str:
             whole = figures.get(f"{part}: CPU ms per message, whole machine", 0.0)
             line += (f"; {part} {figures[f'{part} msg/s']:.0f} msg/s = {figures[f'{part} ratio']:.3f} of smtp-sink, "
                      f"{figures[f'{part} stack CPU ms']:.2f} ms stack CPU per message ({whole:.2f} whole machine)")
+    for part, done in (("end to end", "delivered"), ("postfix alone", "done"), ("dovecot alone", "delivered")):
+        if figures.get(f"{part}: {done}", figures.get(f"{part}: sent")) != figures.get(f"{part}: sent"):
+            line += f"; {part}: only {figures[f'{part}: {done}']:.0f} of {figures[f'{part}: sent']:.0f} messages"
     if "floor msg/s" in figures:
         line += (f"; floor {figures['floor stack CPU ms']:.2f} ms stack CPU per message, joints "
                  f"{figures['joints stack CPU ms']:.2f} ms: end to end = {figures['end to end / floor']:.2f} of the "
