@@ -184,6 +184,20 @@ def mem_available_mib() -> float:
     raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
+def ready_side_by_side(variants: dict[str, dict[str, object]], starts: int) -> None:
+    """Print how fast a fresh disposable stack of each variant (MailStack options) is ready: `starts` starts
+    each, interleaved so that the machine's mood affects all alike."""
+    ready: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(starts):
+        for name, options in variants.items():
+            started = time.perf_counter()
+            with MailStack(**options):
+                ready[name].append(time.perf_counter() - started)
+    for name, values in ready.items():
+        print(f"{name}: fresh disposable stack ready in {statistics.median(values):.2f} s median "
+              f"({min(values):.2f}-{max(values):.2f}, {len(values)} starts)")
+
+
 def containers_mib(stack: MailStack) -> float:
     ids = [c.id for c in stack.stack.containers()]
     lines = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", *ids],

@@ -13,18 +13,12 @@ import statistics
 import subprocess
 import time
 
-from fixtures import containers_mib, load  # bench/fixtures.py, beside this script
+from fixtures import containers_mib, load, ready_side_by_side  # bench/fixtures.py, beside this script
 from mailstack import provision
 from mailstack.api import MailStack, User
 from world import per_container_mib  # bench/world.py
 
 AIMS = "aims: the webmail container's idle RAM <= 40 MiB"
-
-
-def time_to_ready(webmail: bool) -> float:
-    started = time.perf_counter()
-    with MailStack(webmail=webmail):
-        return time.perf_counter() - started
 
 
 def image_mib(stack: MailStack) -> float:
@@ -75,14 +69,7 @@ def main() -> None:
     chromium = provision.ensure_browser(print)
     print(f"load average before: {load()}")
 
-    variants = {"webmail off": False, "webmail on": True}
-    ready: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.starts):  # interleaved: the machine's mood affects both alike
-        for name, webmail in variants.items():
-            ready[name].append(time_to_ready(webmail))
-    for name, values in ready.items():
-        print(f"{name}: fresh disposable stack ready in {statistics.median(values):.2f} s median "
-              f"({min(values):.2f}-{max(values):.2f}, {len(values)} starts)")
+    ready_side_by_side({"webmail off": {"webmail": False}, "webmail on": {"webmail": True}}, args.starts)
 
     with MailStack(webmail=False) as off, MailStack(webmail=True) as on:
         user = on.add_user()

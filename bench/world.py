@@ -8,11 +8,10 @@ Usage: python bench/world.py [--starts 3] [--messages 2000] [--sessions 20] [--i
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import time
 
-from fixtures import containers_mib, load  # bench/fixtures.py, beside this script
+from fixtures import containers_mib, load, ready_side_by_side  # bench/fixtures.py, beside this script
 from mail import throughput  # bench/mail.py
 from mailstack.api import MailStack
 
@@ -34,12 +33,6 @@ def per_container_mib(stack: MailStack) -> dict[str, float]:
     return found
 
 
-def time_to_ready(world: bool) -> float:
-    started = time.perf_counter()
-    with MailStack(world=world):
-        return time.perf_counter() - started
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--starts", type=int, default=3, help="fresh stacks started per variant (interleaved)")
@@ -47,16 +40,8 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--idle-seconds", type=float, default=20.0, help="settling time before RAM is read")
     args = parser.parse_args()
-    variants = {"world off": False, "world on": True}
     print(f"load average before: {load()}")
-
-    ready: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.starts):  # interleaved: the machine's mood affects both alike
-        for name, world in variants.items():
-            ready[name].append(time_to_ready(world))
-    for name, values in ready.items():
-        print(f"{name}: fresh disposable stack ready in {statistics.median(values):.2f} s median "
-              f"({min(values):.2f}-{max(values):.2f}, {len(values)} starts)")
+    ready_side_by_side({"world off": {"world": False}, "world on": {"world": True}}, args.starts)
 
     with MailStack(world=False, fast_retry=False) as off, MailStack(world=True, fast_retry=False) as on:
         stacks = {"world off": off, "world on": on}

@@ -214,23 +214,17 @@ class Stack:
 
     def _client(self) -> DockerClient:
         settings = self.settings
-        compose_files = [self.files / "compose.yaml"]
-        if settings.db_port is not None:
-            compose_files.append(self.files / "compose.db-port.yaml")
-        if settings.ephemeral:
-            compose_files.append(self.files / "compose.ephemeral.yaml")
-        if settings.queue_in_memory:
-            compose_files.append(self.files / "compose.queue-in-memory.yaml")
-        if settings.world:
-            compose_files.append(self.files / "compose.world.yaml")
-            if settings.ephemeral:
-                compose_files.append(self.files / "compose.world-ephemeral.yaml")
-        if settings.webmail:
-            compose_files.append(self.files / "compose.webmail.yaml")
-            if settings.ephemeral:
-                compose_files.append(self.files / "compose.webmail-ephemeral.yaml")
-        if settings.lmtp_auth_tcp:
-            compose_files.append(self.files / "compose.lmtp-tcp.yaml")
+        layers = (  # in this order; an optional part's owner labels right after it, for disposable stacks
+            ("compose.db-port.yaml", settings.db_port is not None),
+            ("compose.ephemeral.yaml", settings.ephemeral),
+            ("compose.queue-in-memory.yaml", settings.queue_in_memory),
+            ("compose.world.yaml", settings.world),
+            ("compose.world-ephemeral.yaml", settings.world and settings.ephemeral),
+            ("compose.webmail.yaml", settings.webmail),
+            ("compose.webmail-ephemeral.yaml", settings.webmail and settings.ephemeral),
+            ("compose.lmtp-tcp.yaml", settings.lmtp_auth_tcp),
+        )
+        compose_files = [self.files / "compose.yaml", *(self.files / name for name, wanted in layers if wanted)]
         # Compose interpolates from the shell first: pass our resolved values explicitly, so a stray
         # MAILSTACK_* in the caller's environment never overrides what these settings decided.
         return DockerClient(

@@ -70,6 +70,18 @@ class Outcome:
         return f"{self.stage}: {self.code or ''} {self.text}".strip()
 
 
+def smtp_client(stack: MailStack, port: str) -> smtplib.SMTP:
+    """A client on one of the stack's SMTP endpoints, TLS verified against its CA: implicit TLS on smtps,
+    STARTTLS done on smtp and submission."""
+    endpoint = getattr(stack.endpoints, port)
+    if port == "smtps":
+        return smtplib.SMTP_SSL(endpoint.host, endpoint.port, local_hostname="client.test",
+                                context=stack.ssl_context(), timeout=30)
+    smtp = smtplib.SMTP(endpoint.host, endpoint.port, local_hostname="client.test", timeout=30)
+    smtp.starttls(context=stack.ssl_context())
+    return smtp
+
+
 def is_drop(exc: BaseException) -> bool:
     return isinstance(exc, (smtplib.SMTPServerDisconnected, OSError, ssl.SSLError, EOFError))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import imapclient.exceptions
 import pytest
-from helpers import started_together
+from helpers import smtp_client, started_together
 from mailstack.api import MailStack, User
 from mailstack.db import Database
 from mailstack.errors import MailstackError, NotReady
@@ -109,14 +109,7 @@ def test_inbound_25_delivered_and_read_over_imaps_and_pop3s(stack: MailStack) ->
 def test_authenticated_submission_delivers(stack: MailStack, port: str) -> None:
     sender, recipient = stack.add_user(), stack.add_user()
     message = _message(sender.address, recipient.address, f"{port} {_unique()}")
-    endpoint = getattr(stack.endpoints, port)
-    if port == "smtps":
-        smtp: smtplib.SMTP = smtplib.SMTP_SSL(endpoint.host, endpoint.port, local_hostname="client.test",
-                                              context=stack.ssl_context(), timeout=30)
-    else:
-        smtp = smtplib.SMTP(endpoint.host, endpoint.port, local_hostname="client.test", timeout=30)
-        smtp.starttls(context=stack.ssl_context())
-    with smtp:
+    with smtp_client(stack, port) as smtp:
         smtp.login(sender.address, sender.password)
         smtp.send_message(message)
     assert stack.wait_for_message(recipient, message_id=message["Message-ID"])

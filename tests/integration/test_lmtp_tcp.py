@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from helpers import wait_for
+from helpers import smtp_client, wait_for
 from mailstack import cli
 from mailstack.api import MailStack, User
 from mailstack.settings import load_settings
@@ -54,17 +54,10 @@ def lmtp_peers(stack: MailStack) -> list[str]:
 def smtp_send(stack: MailStack, to: str, subject: str, size: int = 200, user: User | None = None,
               port: str = "smtp") -> tuple[int, str]:
     """One message on 25 (no AUTH), 587 (STARTTLS + AUTH) or 465 (implicit TLS + AUTH); the RCPT or DATA reply."""
-    endpoint = getattr(stack.endpoints, port)
     sender = user.address if user else "someone@outside.test"
     body = (f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nMessage-ID: <{subject}@client.test>\r\n\r\n"
             + ("x" * 76 + "\r\n") * max(1, size // 78))
-    if port == "smtps":
-        smtp: smtplib.SMTP = smtplib.SMTP_SSL(endpoint.host, endpoint.port, local_hostname="client.test",
-                                              context=stack.ssl_context(), timeout=30)
-    else:
-        smtp = smtplib.SMTP(endpoint.host, endpoint.port, local_hostname="client.test", timeout=30)
-        smtp.starttls(context=stack.ssl_context())
-    with smtp:
+    with smtp_client(stack, port) as smtp:
         if user:
             smtp.login(user.address, user.password)
         try:
@@ -102,16 +95,9 @@ def test_mail_on_25_587_and_465_arrives_over_imaps_through_lmtp_over_tcp(tcp: Ma
 @pytest.mark.parametrize("port", ["submission", "smtps"])
 def test_sasl_over_tcp_takes_the_password_and_refuses_a_wrong_one(tcp: MailStack, port: str) -> None:
     user = tcp.add_user()
-    endpoint = getattr(tcp.endpoints, port)
 
     def auth(password: str) -> int:
-        if port == "smtps":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(endpoint.host, endpoint.port, local_hostname="client.test",
-                                                  context=tcp.ssl_context(), timeout=30)
-        else:
-            smtp = smtplib.SMTP(endpoint.host, endpoint.port, local_hostname="client.test", timeout=30)
-            smtp.starttls(context=tcp.ssl_context())
-        with smtp:
+        with smtp_client(tcp, port) as smtp:
             smtp.ehlo()
             plain = base64.b64encode(f"\0{user.address}\0{password}".encode()).decode()
             return smtp.docmd("AUTH", f"PLAIN {plain}")[0]

@@ -85,7 +85,7 @@ def test_default_alias_maps_put_real_mailboxes_before_any_catch_all(tmp_path: Pa
     assert ("-e\tvirtual_alias_maps = mysql:/etc/postfix/sql/virtual_aliases.cf, "
             "mysql:/etc/postfix/sql/virtual_mailbox_self.cf, mysql:/etc/postfix/sql/alias_domain_addresses.cf, "
             "mysql:/etc/postfix/sql/alias_domain_catch_all.cf") in overrides
-    assert maps["virtual_mailbox_self"] == "SELECT email FROM users WHERE email = '%s'"  # email2email
+    assert maps["virtual_mailbox_self"] == "SELECT email FROM users WHERE email = '%u@%d'"  # email2email
     # user@alias -> user@target only for a mailbox or an alias there (%u: never for the key @alias)
     assert maps["alias_domain_addresses"].startswith("SELECT CONCAT('%u', '@', t.name) FROM alias_domains ad ")
     assert "EXISTS (SELECT 1 FROM users WHERE email = CONCAT('%u', '@', t.name))" in maps["alias_domain_addresses"]
@@ -269,3 +269,12 @@ def test_mailstack_takes_the_schema_argument(monkeypatch: pytest.MonkeyPatch) ->
     assert MailStack(schema="virtual").settings.schema_flavour == "virtual"
     monkeypatch.setenv("MAILSTACK_SCHEMA", "postfixadmin")
     assert MailStack().settings.schema_flavour == "postfixadmin"
+
+
+@pytest.mark.parametrize("name", sorted(schema.FLAVOURS))
+def test_the_quota_map_costs_no_query_for_keys_that_are_not_addresses(name: str) -> None:
+    """check_recipient_access also looks up the domain, parent domains and user@: with '%u@%d' Postfix
+    suppresses those queries (bench: 10.1 -> 6.4 selects per message with the self map's)."""
+    maps = schema.flavour(name).postfix_maps
+    quota = next(query for map_name, query in maps.items() if "quota" in map_name)
+    assert "'%u@%d'" in quota and "'%s'" not in quota

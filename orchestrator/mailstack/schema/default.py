@@ -67,9 +67,12 @@ DEFAULT = Flavour(
         "virtual_domains": "SELECT 1 FROM domains WHERE name = '%s'",
         "virtual_mailboxes": "SELECT 1 FROM users WHERE email = '%s'",
         "virtual_aliases": "SELECT destination FROM aliases WHERE source = '%s'",
-        "virtual_mailbox_self": "SELECT email FROM users WHERE email = '%s'",
+        # '%u@%d' instead of '%s': Postfix suppresses the query for keys without a local part or a domain, so
+        # the lookups of an address's domain, parent domains, "user@" (access maps) and "@domain" (alias
+        # maps), which can never match a mailbox, cost no SQL query
+        "virtual_mailbox_self": "SELECT email FROM users WHERE email = '%u@%d'",
         # the mailboxes with a limit, for which Postfix asks Dovecot's quota-status at RCPT (main.cf)
-        "quota_limited_recipients": "SELECT 'quota_status_check' FROM users WHERE email = '%s' AND quota > 0",
+        "quota_limited_recipients": "SELECT 'quota_status_check' FROM users WHERE email = '%u@%d' AND quota > 0",
         "alias_domain_addresses": "SELECT CONCAT('%u', '@', t.name) FROM alias_domains ad "
                                   "JOIN domains a ON a.id = ad.alias_domain_id "
                                   "JOIN domains t ON t.id = ad.target_domain_id WHERE a.name = '%d' "

@@ -219,7 +219,7 @@ POSTFIXADMIN = Flavour(
         # goto list is a list of owners: Postfix splits it at commas).
         "mysql_sender_alias_maps": "SELECT goto FROM alias WHERE address='%s' AND active = '1'",
         # Not in PostfixAdmin's files: the mailboxes with a limit, asked about at RCPT (quota-status, main.cf).
-        "mysql_quota_limited_recipients": "SELECT 'quota_status_check' FROM mailbox WHERE username='%s' "
+        "mysql_quota_limited_recipients": "SELECT 'quota_status_check' FROM mailbox WHERE username='%u@%d' "
                                           "AND active = '1' AND quota > 0",
     },
     postfix_parameters={

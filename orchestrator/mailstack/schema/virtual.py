@@ -70,7 +70,7 @@ VIRTUAL = Flavour(
         # A user's address maps to itself, so that a catch-all (@domain) never swallows a real user's mail.
         "mysql-email2email": "SELECT email FROM virtual_users WHERE email='%s'",
         # Not in the tutorial either: the mailboxes with a limit, asked about at RCPT (quota-status, main.cf).
-        "mysql-quota-limited-recipients": "SELECT 'quota_status_check' FROM virtual_users WHERE email='%s' "
+        "mysql-quota-limited-recipients": "SELECT 'quota_status_check' FROM virtual_users WHERE email='%u@%d' "
                                           "AND quota > 0",
         "mysql-virtual-alias-domain-maps":
             "SELECT CONCAT('%u', '@', t.name) FROM virtual_alias_domains ad JOIN virtual_domains a "
