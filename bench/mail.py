@@ -356,6 +356,19 @@ def start_queue_waiter(container: str, timeout: float = 300) -> subprocess.Popen
     return subprocess.Popen(["docker", "exec", container, "bash", "-c", script], stdout=subprocess.PIPE, text=True)
 
 
+def send_and_wait(postfix: str, receivers: list[str], per_receiver: int, sessions: int,
+                  waiter: subprocess.Popen) -> tuple[float, int, float]:
+    """Run the smtp-sources, then wait for the waiter (started before), which prints "<count> <epoch when
+    done>". Returns (seconds until every message was accepted, the count, seconds until done)."""
+    started_epoch, started = time.time(), time.perf_counter()
+    for proc in start_sources(postfix, receivers, per_receiver, sessions):
+        proc.wait()
+    accepted = time.perf_counter() - started
+    out, _ = waiter.communicate()
+    count_text, done_epoch = out.split()
+    return accepted, int(count_text), float(done_epoch) - started_epoch
+
+
 def throughput(stack: MailStack, messages: int, sessions: int, mailboxes: int = 4,
                quota: str | None = None) -> dict[str, float]:
     """smtp-sink, then end to end."""
@@ -379,15 +392,8 @@ def end_to_end(stack: MailStack, messages: int, sessions: int, mailboxes: int = 
     addresses = [r.address for r in receivers]
     # it counts what is in the maildirs whenever it looks: starting a little late changes nothing
     waiter = start_delivery_waiter(stack.stack.container("dovecot").name, addresses, total)
-    started_epoch, started = time.time(), time.perf_counter()
-    for proc in start_sources(postfix, addresses, per_receiver, sessions):
-        proc.wait()
-    accepted = time.perf_counter() - started
-    out, _ = waiter.communicate()
-    delivered_text, done_epoch = out.split()
-    elapsed = float(done_epoch) - started_epoch
+    accepted, delivered, elapsed = send_and_wait(postfix, addresses, per_receiver, sessions, waiter)
     stop.set()
-    delivered = int(delivered_text)
     results["accepted msg/s (smtpd 250)"] = total / accepted
     results["delivered msg/s (end to end)"] = delivered / elapsed
     results["delivered"] = delivered
@@ -428,16 +434,10 @@ def postfix_alone(stack: MailStack, messages: int, sessions: int, mailboxes: int
     with transport(stack, "discard:"):
         meter = Meter(stack)
         waiter = start_queue_waiter(postfix)
-        started_epoch, started = time.time(), time.perf_counter()
-        for proc in start_sources(postfix, receivers, per_receiver, sessions):
-            proc.wait()
-        accepted = time.perf_counter() - started
-        out, _ = waiter.communicate()
-        deferred_text, done_epoch = out.split()
-        elapsed = float(done_epoch) - started_epoch
-        done = total - int(deferred_text)
+        accepted, deferred, elapsed = send_and_wait(postfix, receivers, per_receiver, sessions, waiter)
+        done = total - deferred
         results = {"accepted msg/s (smtpd 250)": total / accepted, "msg/s": done / elapsed,
-                   "done": done, "deferred": int(deferred_text), "sent": total}
+                   "done": done, "deferred": deferred, "sent": total}
         results.update(meter.per_message(done, elapsed))
     return results
 
