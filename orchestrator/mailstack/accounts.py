@@ -380,7 +380,7 @@ def parse_quota_usage(output: str, user: str | None = None) -> dict[str, tuple[i
 def publish_local_domains(stack: Stack, database: Database) -> None:
     """Every local domain in the database now, published where the stack's optional parts show them: DNS
     records and DKIM keys (a world), the autoconfiguration's domain list (a webmail)."""
-    if stack.network is not None or stack.settings.webmail:
+    if stack.publishes_domains:
         with database.transaction() as store:
             domains = store.domains()
         publish_domains(stack, domains)

@@ -201,8 +201,7 @@ def _bring_up(stack: Stack, seed: SeedFile, report: Report, *, provision_host: b
             stack.wait_ready(report=report, then={"mysql": seed_now})
             if plan is None:
                 _seed_sieve(stack, seed, report)  # through Dovecot, which runs now (and the users exist)
-            if stack.network is not None or settings.webmail:
-                _publish_domains(stack, opened[0], report)
+            _publish_domains(stack, opened[0], report)  # a no-op without a world or a webmail
         except BaseException:
             for database in opened:
                 database.close()
@@ -415,8 +414,7 @@ class MailStack:
         return name
 
     def _domains_changed(self) -> None:
-        if self.settings.world or self.settings.webmail:
-            accounts_module.publish_local_domains(self.stack, self.database)
+        accounts_module.publish_local_domains(self.stack, self.database)
 
     def add_user(self, address: str | None = None, password: str | None = None, *, quota: str | int | None = None,
                  active: bool = True) -> User:

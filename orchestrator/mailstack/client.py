@@ -24,11 +24,6 @@ _QUEUED_AS = re.compile(r"queued as (?P<qid>\S+)")
 _HEADERS = "BODY[HEADER.FIELDS (DATE FROM SUBJECT MESSAGE-ID)]"
 
 
-def connect_host(endpoint: Endpoint) -> str:
-    """Where a client on this machine connects: a wildcard bind is reached on loopback."""
-    return "127.0.0.1" if endpoint.host in ("0.0.0.0", "") else endpoint.host  # noqa: S104 - a wildcard bind
-
-
 def tls_context(ca_cert: Path) -> ssl.SSLContext:
     if not ca_cert.exists():
         raise MailstackError(f"the stack's CA certificate {ca_cert} is missing", "`mailstack up` creates it")
@@ -56,7 +51,7 @@ def send(endpoint: Endpoint, ca_cert: Path, login: str, password: str, recipient
     message.set_content(body)
     where = f"submission on {endpoint}"
     try:
-        with smtplib.SMTP(connect_host(endpoint), endpoint.port, local_hostname="mailstack-cli", timeout=30) as smtp:
+        with smtplib.SMTP(endpoint.client_host, endpoint.port, local_hostname="mailstack-cli", timeout=30) as smtp:
             smtp.starttls(context=tls_context(ca_cert))
             smtp.login(login, password)
             code, reply = smtp.mail(sender)
@@ -107,7 +102,7 @@ def inbox(endpoint: Endpoint, ca_cert: Path, login: str, password: str, limit: i
     """The newest `limit` messages of a folder over IMAPS (read-only: nothing is marked as seen)."""
     where = f"IMAPS on {endpoint}"
     try:
-        with IMAPClient(connect_host(endpoint), port=endpoint.port, ssl=True,
+        with IMAPClient(endpoint.client_host, port=endpoint.port, ssl=True,
                         ssl_context=tls_context(ca_cert), timeout=30) as client:
             client.login(login, password)
             client.select_folder(folder, readonly=True)
@@ -139,7 +134,7 @@ def inbox(endpoint: Endpoint, ca_cert: Path, login: str, password: str, limit: i
 
 def client_config(settings: Settings, endpoints: Endpoints, address: str) -> dict[str, object]:
     """What to type into a mail client for `address`: servers, ports, security, auth, username, CA."""
-    host = connect_host(endpoints.imaps)
+    host = endpoints.imaps.client_host
 
     def server(protocol: str, endpoint: Endpoint, security: str) -> dict[str, object]:
         return {"protocol": protocol, "server": host, "port": endpoint.port, "security": security,

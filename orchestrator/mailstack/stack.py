@@ -81,6 +81,11 @@ class Endpoint:
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def client_host(self) -> str:
+        """Where a client on this machine connects: a wildcard bind is reached on loopback."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host  # noqa: S104 - a wildcard bind
+
 
 @dataclass(frozen=True)
 class Endpoints:
@@ -97,10 +102,7 @@ class Endpoints:
 
     @property
     def webmail_url(self) -> str | None:
-        if self.webmail is None:
-            return None
-        host = "127.0.0.1" if self.webmail.host in ("0.0.0.0", "") else self.webmail.host  # noqa: S104
-        return f"http://{host}:{self.webmail.port}"
+        return None if self.webmail is None else f"http://{self.webmail.client_host}:{self.webmail.port}"
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,17 @@ class Stack:
         return world_network.pick_subnet([*others, *world, *refused], prefix=27,
                                          seed=f"{self.settings.project}/backend")
 
+    def _remember_backend(self) -> None:
+        if self.backend is not None:
+            self.settings.config_dir.mkdir(parents=True, exist_ok=True)
+            (self.settings.config_dir / BACKEND_SUBNET_FILE).write_text(f"{self.backend}\n")
+
+    @property
+    def publishes_domains(self) -> bool:
+        """Whether an optional part shows the local domains: the world's DNS and DKIM keys, the webmail's
+        autoconfiguration (accounts.publish_local_domains keeps them current)."""
+        return self.network is not None or self.settings.webmail
+
     # --- the world's network ------------------------------------------------------------------
 
     def _world_network(self, refused: Iterable[str] = ()) -> world_network.StackNetwork:
@@ -357,9 +370,7 @@ class Stack:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
         creds = secrets.ensure_secrets(s.state_dir / "secrets")
-        if self.backend is not None:
-            s.config_dir.mkdir(parents=True, exist_ok=True)
-            (s.config_dir / BACKEND_SUBNET_FILE).write_text(f"{self.backend}\n")
+        self._remember_backend()
         certs.ensure_tls(s.config_dir / "tls", s.hostname)
         if self.network is not None:
             # the domains of last time and the seed's: the DNS and rspamd start with their records and keys
@@ -487,7 +498,7 @@ class Stack:
                     raise
                 if self.backend is not None and f"{self.settings.project}_{BACKEND_NETWORK}" in said:
                     self.backend = self._backend_subnet(refused=[str(self.backend)])
-                    (self.settings.config_dir / BACKEND_SUBNET_FILE).write_text(f"{self.backend}\n")
+                    self._remember_backend()
                     self.docker = self._client()
                     continue
                 if self.network is None:

@@ -26,8 +26,10 @@ from mailstack.db import Database
 from mailstack.settings import load_settings
 from mailstack.stack import Stack
 
-# The last commit that landed before this release's schema, image and refusal changes.
-PREVIOUS_RELEASE = "c3d5a6e5598c11772c7d4bc637b9c07ad57bb095"
+# Releases a stack is upgraded from: the last commit before the schema, image and refusal changes (the
+# migrations: the quota column, alias_domains), and the last landed stop before the webmail, the TCP option
+# and the '%u@%d' map queries (its stacks have the outside world; the upgrade adds the webmail).
+PREVIOUS_RELEASES = ("c3d5a6e5598c11772c7d4bc637b9c07ad57bb095", "3255465a29f4f9a1d72735bb249c5a916dd7bbd4")
 REPOSITORY = Path(__file__).resolve().parents[2]
 SEED = """\
 domains: [upgrade.test]
@@ -50,13 +52,14 @@ def free_ports(count: int) -> list[int]:
             probe.close()
 
 
-@pytest.fixture(scope="module")
-def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The previous release's files, from git history."""
-    found = subprocess.run(["git", "-C", str(REPOSITORY), "archive", "--format=tar", PREVIOUS_RELEASE],
+@pytest.fixture(params=PREVIOUS_RELEASES, ids=lambda commit: commit[:7])
+def previous_release(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A previous release's files, from git history."""
+    commit = request.param
+    found = subprocess.run(["git", "-C", str(REPOSITORY), "archive", "--format=tar", commit],
                            capture_output=True, check=False)
     assert found.returncode == 0, (
-        f"git history without {PREVIOUS_RELEASE[:12]} ({found.stderr.decode().strip()}): the upgrade test needs "
+        f"git history without {commit[:12]} ({found.stderr.decode().strip()}): the upgrade test needs "
         "the repository's history (a full clone, or `git fetch --unshallow`)")
     target = tmp_path_factory.mktemp("previous-release")
     with tarfile.open(fileobj=io.BytesIO(found.stdout)) as archive:
@@ -64,7 +67,7 @@ def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """One project and state directory for both releases, on free loopback ports; removed afterwards."""
     project = f"mailstack-upgrade-{uuid.uuid4().hex[:8]}"
