@@ -11,7 +11,7 @@ MAILSTACK := $(BIN)/mailstack
 SEED ?= examples/seed.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help up down clean status logs provision build kubernetes test test-unit test-integration lint bench bench-startup bench-mail bench-fixtures bench-clients bench-snapshots bench-production bench-world bench-webmail bench-lmtp-tcp
+.PHONY: help up down clean status logs provision build swarm swarm-remove kubernetes test test-unit test-integration lint bench bench-startup bench-mail bench-fixtures bench-clients bench-snapshots bench-production bench-world bench-webmail bench-lmtp-tcp
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +44,12 @@ provision: $(VENV)/.installed ## install only what is missing: Docker engine, Co
 
 build: provision ## build the images (cached by content hash)
 	@$(MAILSTACK) build
+
+swarm: build ## deploy (or update) the stack on the Docker Swarm this Docker CLI manages (DOCKER_HOST); swarm-remove takes it down
+	@$(MAILSTACK) deploy swarm
+
+swarm-remove: $(VENV)/.installed ## take the swarm stack down (volumes kept on each node)
+	@$(MAILSTACK) deploy swarm --remove
 
 kubernetes: $(VENV)/.installed ## render the Kubernetes deployment (secrets generated, git-ignored) into .mailstack/kubernetes and build it
 	@$(MAILSTACK) deploy kubernetes --output .mailstack/kubernetes.yaml

@@ -50,6 +50,25 @@ if [[ "${MAILSTACK_WORLD:-0}" == 1 ]]; then
   echo "submission_host = postfix:10025" >> /etc/dovecot/local.conf
 fi
 
+ipv4_number() {  # a.b.c.d -> 32-bit integer
+  local a b c d
+  IFS=. read -r a b c d <<<"$1"
+  echo $(( (a << 24) | (b << 16) | (c << 8) | d ))
+}
+address_in() {  # the first IPv4 address of this container in the subnet $1 (a.b.c.d/n)
+  local net=${1%/*} bits=${1#*/} address mask
+  (( bits >= 0 && bits <= 32 )) || return 1
+  mask=$(( bits == 0 ? 0 : (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF ))
+  for address in $(hostname -I); do
+    [[ "$address" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || continue
+    if (( ($(ipv4_number "$address") & mask) == ($(ipv4_number "$net") & mask) )); then
+      echo "$address"
+      return 0
+    fi
+  done
+  return 1
+}
+
 # LMTP, SASL auth and quota-status over TCP (MAILSTACK_LMTP_AUTH_TCP=1: compose.lmtp-tcp.yaml, Kubernetes),
 # for a Postfix that shares no socket directory with Dovecot. They listen on MAILSTACK_INTERNAL_LISTEN only: an
 # address (or name) on a network that only Postfix reaches (compose: Dovecot's fixed address on the internal
@@ -61,8 +80,16 @@ fi
 # using them unnoticed.
 if [[ "${MAILSTACK_LMTP_AUTH_TCP:-0}" == 1 ]]; then
   listen=${MAILSTACK_INTERNAL_LISTEN:-}
+  if [[ "$listen" =~ ^[0-9.]+/[0-9]+$ ]]; then
+    # A subnet (Docker Swarm: the backend overlay network's, where Dovecot's address is not known in advance):
+    # this container's address in it.
+    listen=$(address_in "$listen") || {
+      echo "mailstack-dovecot: no address of this container is in MAILSTACK_INTERNAL_LISTEN=${MAILSTACK_INTERNAL_LISTEN} (addresses: $(hostname -I))" >&2
+      exit 1
+    }
+  fi
   if [[ ! "$listen" =~ ^(\*|[A-Za-z0-9][A-Za-z0-9.:-]*)$ ]]; then
-    echo "mailstack-dovecot: MAILSTACK_LMTP_AUTH_TCP=1 needs MAILSTACK_INTERNAL_LISTEN (where the internal listeners bind: a name, an address or *)" >&2
+    echo "mailstack-dovecot: MAILSTACK_LMTP_AUTH_TCP=1 needs MAILSTACK_INTERNAL_LISTEN (where the internal listeners bind: a name, an address, a subnet or *)" >&2
     exit 1
   fi
   cat >> /etc/dovecot/local.conf <<CONF

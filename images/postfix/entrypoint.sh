@@ -79,13 +79,15 @@ if [[ "${MAILSTACK_LMTP_AUTH_TCP:-0}" == 1 ]]; then
   # The LMTP client looks the name up as the rest of the system does (native: /etc/hosts, where compose
   # writes Dovecot's fixed address, then DNS with resolv.conf's search list, which a Kubernetes Service's
   # short name needs). A name that does not resolve would bounce the mail (5.4.4), not defer it: it must
-  # resolve while Dovecot is down too (compose: /etc/hosts; Kubernetes: a ClusterIP Service, never headless).
+  # resolve while Dovecot is down too (compose: /etc/hosts; Kubernetes: a ClusterIP Service, never headless);
+  # where it cannot (Docker Swarm's dnsrr alias), lmtp-dsn-filter.regexp turns that bounce into a deferral.
   # A socket fails at once when Dovecot is gone; a TCP connect to a vanished address hangs until its timeout
   # (measured: 35-100 s, the policy client's default is 100 s): quota-status gets 5 s (it answers in ms; on a
   # timeout the recipient gets DUNNO, as with no socket), LMTP's connect 10 s (then the mail is deferred).
   dovecot=${MAILSTACK_DOVECOT_INTERNAL:-}
   [[ "$dovecot" =~ ^[A-Za-z0-9][A-Za-z0-9.-]*$ ]] || { log "MAILSTACK_LMTP_AUTH_TCP=1 needs MAILSTACK_DOVECOT_INTERNAL (Dovecot's internal host name)"; exit 1; }
   postconf -e lmtp_host_lookup=native lmtp_connect_timeout=10s "virtual_transport=lmtp:inet:${dovecot}:24" \
+    lmtp_delivery_status_filter=regexp:/usr/share/mailstack/postfix/lmtp-dsn-filter.regexp \
     "smtpd_sasl_path=inet:${dovecot}:12345" \
     "quota_status_check=check_policy_service { inet:${dovecot}:12340, timeout=5s, default_action=DUNNO, try_limit=1 }"
 fi

@@ -11,14 +11,13 @@ kustomize DIR` builds the manifests; nothing here talks to a cluster.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from mailstack import certs, process, schema, secrets
-from mailstack.errors import MailstackError
+from mailstack import deployment, process, secrets
+from mailstack.deployment import TLS_FILES
 from mailstack.settings import Settings, image_tag, stack_files_dir
 
 IMAGES = ("mysql", "dovecot", "postfix")
@@ -28,7 +27,6 @@ TLS_SECRET = "mailstack-tls"
 POSTFIX_SECRET = "mailstack-postfix"  # the SQL maps hold the mail reader's password: a Secret, not a ConfigMap
 DOVECOT_SECRET = "mailstack-dovecot"
 SCHEMA_CONFIGMAP = "mailstack-mysql-schema"
-TLS_FILES = ("server.crt", "server.key", "ca.crt")  # never ca.key: the CA stays in the rendered directory
 
 
 def base_dir() -> Path:
@@ -52,19 +50,7 @@ def render(settings: Settings, directory: Path, *, registry: str | None = None, 
     """Write (or bring up to date) the overlay in `directory`. Passwords, the CA and the server certificate are
     made once and kept; the SQL configs are rendered again for the settings' flavour and host name."""
     directory = directory.resolve()
-    refuse_tracked(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-    creds = secrets.ensure_secrets(directory / "secrets")
-    certs.ensure_tls(directory / "tls", settings.hostname)
-    config = directory / "config"
-    # In compose the containers' host name is the mail host name; a pod's is its own name: Postfix's myhostname
-    # and Dovecot's hostname (greetings, Received: headers) are set instead.
-    schema.render_configs(config, schema.flavour(settings.schema_flavour), creds["db_mail_password"],
-                          settings.password_scheme, postconf_commands=[("-e", f"myhostname={settings.hostname}")],
-                          default_pass_scheme=settings.default_pass_scheme)
-    secrets.write_private(config / "dovecot" / "overrides.conf",
-                          f"# rendered by mailstack deploy kubernetes\nhostname = {settings.hostname}\n".encode())
+    deployment.render_files(settings, directory, "mailstack deploy kubernetes")
     tag = tag or image_tag(stack_files_dir())
     kustomization = directory / "kustomization.yaml"
     kustomization.write_text(_HEADER + yaml.safe_dump(overlay(directory, registry, namespace, tag), sort_keys=False))
@@ -96,27 +82,6 @@ def overlay(directory: Path, registry: str | None, namespace: str | None, tag: s
     ]
     data["configMapGenerator"] = [{"name": SCHEMA_CONFIGMAP, "files": ["config/mysql/schema.sql"]}]
     return data
-
-
-def refuse_tracked(directory: Path) -> None:
-    """Secrets must never reach git: a directory inside a git work tree that git does not ignore is refused."""
-    git = shutil.which("git")
-    if git is None:
-        return
-    probe = directory
-    while not probe.exists():
-        probe = probe.parent
-    inside = process.run([git, "-C", probe, "rev-parse", "--is-inside-work-tree"], check=False)
-    if inside.returncode != 0 or inside.stdout.strip() != b"true":
-        return
-    # a file in it: a pattern like `dir/` matches only a directory, which may not exist yet
-    ignored = process.run([git, "-C", probe, "check-ignore", "-q", directory / "kustomization.yaml"], check=False)
-    if ignored.returncode != 0:
-        raise MailstackError(
-            f"{directory} is inside a git work tree and not ignored: the rendered passwords and keys could be "
-            "committed",
-            "render into an ignored directory (the default is the state directory's kubernetes/), or add it to "
-            ".gitignore")
 
 
 def build(rendered: Rendered, kubectl: str = "kubectl") -> str:

@@ -103,6 +103,9 @@ def test_every_compose_file_is_packaged_in_the_wheel() -> None:
     pyproject = (root / "pyproject.toml").read_text()
     for path in sorted(root.glob("compose*.yaml")):
         assert f'"{path.name}" = "mailstack/stack_files/{path.name}"' in pyproject, path.name
+    for deployment in sorted(p for p in (root / "deploy").iterdir() if p.is_dir()):  # swarm, kubernetes
+        name = f"deploy/{deployment.name}"
+        assert f'"{name}" = "mailstack/stack_files/{name}"' in pyproject, name
 
 
 def test_lmtp_and_auth_over_tcp_is_layered_only_when_asked_for(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from mailstack.cli.common import JsonOpt, SchemaOpt, console, out, print_json, r
 from mailstack.errors import MailstackError
 from mailstack.settings import Settings
 from mailstack.stack import SERVICES, WEBMAIL_SERVICES, WORLD_SERVICES, Stack, prune_stale
+from mailstack.stack import swarm as swarm_stack
 
 
 def _endpoint_table(stack: Stack) -> Table:
@@ -120,8 +121,13 @@ def provision() -> None:
 
 
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Services' state and health, endpoints and the CA path."""
+    """Services' state and health, endpoints and the CA path (of the compose stack, else of a swarm stack of that
+    name on the swarm this engine manages: `mailstack deploy swarm`)."""
     data = ctx.obj.stack().status()
+    if all(info["state"] == "missing" for info in data["services"].values()):  # type: ignore[union-attr]
+        on_swarm = swarm_stack.SwarmStack(ctx.obj.settings)
+        if on_swarm.deployed():
+            data = on_swarm.status()
     if as_json:
         out.print_json(json.dumps(data))
         return
@@ -137,6 +143,10 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             address = f"http://{address}"
         out.print(f"{name:<11} {address or '-'}")
     out.print(f"ca_cert     {data['ca_cert'] or '-'}")
+    if "swarm" in data:
+        for node in data["swarm"]["nodes"]:  # type: ignore[index]
+            out.print(f"node        {node['hostname']} {node['address']} {node['role']} {node['state']}"
+                      + (" (MariaDB, Dovecot)" if node["storage"] else ""))
 
 
 def logs(
