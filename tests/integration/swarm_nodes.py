@@ -1,0 +1,283 @@
+"""A Docker Swarm of its own for an integration test, made of inner Docker engines.
+
+`swarm_of(2, "mailstack-test-swarm", images)` starts two "nodes" (containers of the swarm_node image, each running
+dockerd on a volume, its API on a unix socket in a host directory), on one outer bridge network of their own, loads
+`images` into every node, forms a swarm (node 0 the manager, the others workers) and yields the nodes; afterwards,
+or when the start fails half way, it removes everything it created. The outer engine never joins a swarm: leaving
+one breaks the embedded DNS of its bridge networks (Docker 20.10).
+
+Every outer resource carries the labels of the project's disposable stacks (project, ephemeral, owner), so
+`mailstack prune` removes them when a test run is killed; the socket directories live in the project's state
+directory under stacks_dir(), which prune removes too.
+
+The nodes are not `--privileged`: on this kind of machine the capability bounding set lacks CAP_SYS_RESOURCE, and
+runc fails every privileged container ("unable to apply caps: operation not permitted"). They get every other
+capability, no seccomp/AppArmor profile and unmasked /proc; the entrypoint remounts /sys and their cgroups
+read-write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailstack.stack import (
+    LABEL_COMPOSE_PROJECT,
+    LABEL_EPHEMERAL,
+    LABEL_OWNER,
+    LABEL_PROJECT,
+    OWNER_FILE,
+    owner_label,
+    remove_project,
+    stacks_dir,
+)
+
+NODE_CONTEXT = Path(__file__).with_name("swarm_node")
+NODE_IMAGE = "mailstack-swarm-node"
+SOCKET_MOUNT = "/run/swarm-node"  # in the node (entrypoint.sh)
+# The inner engines' bridges (docker0, docker_gwbridge): a fixed pool, away from the outer engine's 172.16/12 and
+# 192.168/16 pools (an inner engine cannot see the outer networks it might otherwise pick) and from the swarm's
+# overlay pool (10.0.0.0/8 from 10.0.0.0/24 up).
+INNER_BRIDGE_POOL = "base=10.210.0.0/16,size=24"
+# Everything runc can grant here but CAP_SYS_RESOURCE (see the module's docstring), without the confinement a
+# nested engine cannot work under.
+NODE_PRIVILEGES = ("--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
+                   "--security-opt", "apparmor=unconfined", "--security-opt", "systempaths=unconfined")
+POLL = 0.1  # seconds between two looks at something being started
+
+
+class SwarmError(RuntimeError):
+    """A node or the swarm did not come up; the message says what was seen."""
+
+
+def progress(message: str) -> None:
+    print(f"swarm: {message}", file=sys.stderr, flush=True)
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _run(args: Sequence[str], env: dict[str, str] | None = None, input: bytes | None = None,
+         timeout: float = 120) -> str:
+    done = subprocess.run(list(args), input=input, capture_output=True, env=env, timeout=timeout, check=False)
+    if done.returncode != 0:
+        said = _tail(done.stderr.decode(errors="replace") or done.stdout.decode(errors="replace"))
+        raise SwarmError(f"`{' '.join(args)}` failed ({done.returncode}):\n{said}")
+    return done.stdout.decode(errors="replace").strip()
+
+
+def outer(*args: str, timeout: float = 120) -> str:
+    """The docker CLI against the outer engine (the one the environment names)."""
+    return _run(["docker", *args], timeout=timeout)
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str  # the outer container's name
+    hostname: str  # the inner engine's host name: its swarm node's name (node.hostname in constraints)
+    address: str  # its IPv4 address on the nodes' outer network, reachable from the host (host-mode ports)
+    socket_dir: Path  # the host directory holding docker.sock
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.socket_dir / 'docker.sock'}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment for a docker CLI (or Compose, python-on-whales...) talking to this node's engine."""
+        outer_only = ("DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
+        return {**{k: v for k, v in os.environ.items() if k not in outer_only}, "DOCKER_HOST": self.docker_host}
+
+    def docker(self, *args: str, input: bytes | None = None, timeout: float = 120) -> str:
+        """The docker CLI against this node's inner engine; raises SwarmError with the tail of stderr."""
+        return _run(["docker", *args], env=self.env, input=input, timeout=timeout)
+
+    def ping(self, timeout: float = 1.0) -> bool:
+        """Whether the inner engine's API answers (GET /_ping over its socket)."""
+        path = str(self.socket_dir / "docker.sock")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(path)
+                connection = http.client.HTTPConnection("localhost", timeout=timeout)
+                connection.sock = sock
+                connection.request("GET", "/_ping")
+                return connection.getresponse().status == 200
+        except OSError:
+            return False
+
+
+def node_image() -> str:
+    """The node image of this checkout, built on the outer engine when missing (tagged by a hash of its context)."""
+    digest = hashlib.sha256()
+    for path in sorted(NODE_CONTEXT.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(NODE_CONTEXT)).encode())
+            digest.update(path.read_bytes())
+    image = f"{NODE_IMAGE}:{digest.hexdigest()[:12]}"
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False).returncode != 0:
+        progress(f"building {image}")
+        outer("build", "--quiet", "--tag", image, str(NODE_CONTEXT), timeout=600)
+    return image
+
+
+def wait_until(what: str, ready: Callable[[], bool], timeout: float, failed: Callable[[], str | None] = lambda: None,
+             interval: float = POLL, details: Callable[[], str] = lambda: "") -> None:
+    """Poll `ready` until it holds; stop early when `failed` returns a reason (something died), or at the timeout
+    (with `details`: what there is to see then)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        reason = failed()
+        if reason is not None:
+            raise SwarmError(f"{what}: {reason}")
+        if time.monotonic() > deadline:
+            raise SwarmError(f"{what}: not within {timeout:.0f} s\n{details()}".rstrip())
+        time.sleep(interval)
+
+
+def _log_tail(name: str) -> str:
+    logs = subprocess.run(["docker", "logs", "--tail", "30", name], capture_output=True, text=True, check=False)
+    return f"the log of {name} ends:\n{_tail(logs.stdout + logs.stderr, 30)}"
+
+
+def _container_gone(name: str) -> str | None:
+    """None while the container runs; else its state and the tail of its log."""
+    state = subprocess.run(["docker", "inspect", "--format", "{{.State.Status}} (exit {{.State.ExitCode}})", name],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return None if state.startswith("running") else f"container {name} is {state or 'gone'}; {_log_tail(name)}"
+
+
+def _labels(project: str) -> list[str]:
+    labels = {LABEL_COMPOSE_PROJECT: project, LABEL_PROJECT: project, LABEL_EPHEMERAL: "true",
+              LABEL_OWNER: owner_label()}
+    return [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+
+
+def _start_node(project: str, network: str, image: str, index: int, root: Path, timeout: float) -> Node:
+    name, hostname = f"{project}-node{index}", f"node{index}"
+    socket_dir = root / hostname
+    socket_dir.mkdir(parents=True)
+    volume = f"{name}-docker"
+    outer("volume", "create", *_labels(project), volume)
+    outer("run", "--detach", "--name", name, "--hostname", hostname, "--network", network, *NODE_PRIVILEGES,
+          *_labels(project), "--mount", f"type=volume,source={volume},target=/var/lib/docker",
+          "--mount", f"type=bind,source={socket_dir},target={SOCKET_MOUNT}",
+          image, "--default-address-pool", INNER_BRIDGE_POOL)
+    address = outer("inspect", "--format", f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}', name)
+    node = Node(name, hostname, address, socket_dir)
+    wait_until(f"the engine of {name}", node.ping, timeout, failed=lambda: _container_gone(name),
+             details=lambda: _log_tail(name))
+    return node
+
+
+def load_images(nodes: Sequence[Node], images: Sequence[str], timeout: float = 300) -> int:
+    """`docker save` the images once (one archive: shared layers once) on the outer engine, streamed into
+    `docker load` on every node at the same time. Returns the archive's size in bytes."""
+    if not images:
+        return 0
+    save = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    loads = {node.name: subprocess.Popen(["docker", "load", "--quiet"], stdin=subprocess.PIPE, env=node.env,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for node in nodes}
+    processes = {"docker save": save, **{f"docker load on {name}": load for name, load in loads.items()}}
+    timer = threading.Timer(timeout, lambda: [p.kill() for p in processes.values()])
+    timer.start()
+    size = 0
+    try:
+        assert save.stdout is not None
+        try:
+            while chunk := save.stdout.read(1 << 20):
+                size += len(chunk)
+                for load in loads.values():
+                    load.stdin.write(chunk)  # type: ignore[union-attr]
+        except BrokenPipeError:
+            save.kill()  # a load gave up (its stderr says why): the others get a truncated archive and fail too
+        for load in loads.values():
+            with suppress(BrokenPipeError):
+                load.stdin.close()  # type: ignore[union-attr]
+        failures = []
+        for what, process in processes.items():
+            said = process.stderr.read().decode(errors="replace")  # type: ignore[union-attr]
+            if process.wait() != 0:
+                failures.append(f"{what}: {_tail(said) or f'exit {process.returncode}'}")
+    finally:
+        timer.cancel()
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+    if failures:
+        raise SwarmError("loading the images failed:\n" + "\n".join(failures))
+    return size
+
+
+def _form_swarm(nodes: Sequence[Node], timeout: float) -> None:
+    manager, workers = nodes[0], nodes[1:]
+    manager.docker("swarm", "init", "--advertise-addr", manager.address)
+    token = manager.docker("swarm", "join-token", "--quiet", "worker")
+    with ThreadPoolExecutor(max(1, len(workers))) as pool:
+        list(pool.map(lambda node: node.docker("swarm", "join", "--token", token, "--advertise-addr", node.address,
+                                               f"{manager.address}:2377"), workers))
+
+    def all_ready() -> bool:
+        states = manager.docker("node", "ls", "--format", "{{.Hostname}} {{.Status}}").splitlines()
+        return len(states) == len(nodes) and all(line.endswith(" Ready") for line in states)
+
+    def dead() -> str | None:
+        return next(filter(None, (_container_gone(node.name) for node in nodes)), None)
+
+    wait_until("every node Ready in `docker node ls`", all_ready, timeout, failed=dead, interval=0.2,
+             details=lambda: manager.docker("node", "ls"))
+
+
+@contextmanager
+def swarm_of(nodes: int, name: str, images: Sequence[str], timeout: float = 60,
+             timings: dict[str, float] | None = None) -> Iterator[list[Node]]:
+    """A swarm of `nodes` inner engines (node 0 the manager) with `images` loaded into each; removed afterwards.
+    `name` prefixes the project (a random suffix keeps runs apart). `timings` (when given) gets the seconds each
+    step took: start, load (and load_bytes), swarm, teardown."""
+    if nodes < 1:
+        raise ValueError("a swarm needs a node")
+    timings = {} if timings is None else timings
+    project = f"{name}-{uuid.uuid4().hex[:8]}"
+    root = stacks_dir() / project
+    network = f"{project}_nodes"
+    started = time.monotonic()
+    try:
+        root.mkdir(parents=True)
+        (root / OWNER_FILE).write_text(owner_label())  # prune removes the directory when the owner is gone
+        image = node_image()
+        outer("network", "create", *_labels(project), network)
+        progress(f"starting {nodes} node(s) of {project}")
+        with ThreadPoolExecutor(nodes) as pool:
+            members = list(pool.map(lambda i: _start_node(project, network, image, i, root, timeout), range(nodes)))
+        timings["start"] = time.monotonic() - started
+        progress(f"{nodes} engine(s) up in {timings['start']:.1f} s; loading {', '.join(images) or 'no images'}")
+        mark = time.monotonic()
+        timings["load_bytes"] = load_images(members, images)
+        timings["load"] = time.monotonic() - mark
+        progress(f"loaded {timings['load_bytes'] / 1e6:.0f} MB into {nodes} node(s) in {timings['load']:.1f} s")
+        mark = time.monotonic()
+        _form_swarm(members, timeout)
+        timings["swarm"] = time.monotonic() - mark
+        progress(f"swarm of {nodes} formed in {timings['swarm']:.1f} s")
+        yield members
+    finally:
+        mark = time.monotonic()
+        remove_project(project)
+        shutil.rmtree(root, ignore_errors=True)  # the sockets' directories (written by the nodes' root)
+        timings["teardown"] = time.monotonic() - mark
+        progress(f"{project} removed in {timings['teardown']:.1f} s")
