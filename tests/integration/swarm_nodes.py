@@ -1,19 +1,32 @@
 """A Docker Swarm of its own for an integration test, made of inner Docker engines.
 
 `swarm_of(2, "mailstack-test-swarm", images)` starts two "nodes" (containers of the swarm_node image, each running
-dockerd on a volume, its API on a unix socket in a host directory), on one outer bridge network of their own, loads
-`images` into every node, forms a swarm (node 0 the manager, the others workers) and yields the nodes; afterwards,
-or when the start fails half way, it removes everything it created. The outer engine never joins a swarm: leaving
-one breaks the embedded DNS of its bridge networks (Docker 20.10).
+dockerd with overlay2 on a tmpfs or a volume, its API on a unix socket in a host directory: no TCP listener) on one
+outer bridge network of their own, loads `images` into every node, forms a swarm (node 0 the manager, the others
+workers) and yields the nodes; afterwards, or when the start fails half way, it removes everything it created.
+The outer engine never joins a swarm: leaving one breaks the embedded DNS of its bridge networks (Docker 20.10).
 
-Every outer resource carries the labels of the project's disposable stacks (project, ephemeral, owner), so
-`mailstack prune` removes them when a test run is killed; the socket directories live in the project's state
-directory under stacks_dir(), which prune removes too.
+Every outer resource carries the labels of the project's disposable stacks (compose project, project, ephemeral,
+owner), so `mailstack prune` removes them when a test run is killed; the socket directories live in the project's
+state directory under stacks_dir() (with its owner file), which prune removes too.
 
-The nodes are not `--privileged`: on this kind of machine the capability bounding set lacks CAP_SYS_RESOURCE, and
-runc fails every privileged container ("unable to apply caps: operation not permitted"). They get every other
-capability, no seccomp/AppArmor profile and unmasked /proc; the entrypoint remounts /sys and their cgroups
-read-write.
+What this machine needs (found by trying; Docker 20.10, cgroup v1, kernel without IPVS):
+- The nodes are not `--privileged`: the machine's capability bounding set lacks CAP_SYS_RESOURCE, and runc fails
+  every privileged container ("unable to apply caps: operation not permitted"), as it does `--cap-add ALL`. They get
+  every other capability, no seccomp/AppArmor profile and unmasked /proc (systempaths=unconfined); Docker still
+  mounts /sys and the container's cgroup v1 hierarchies read-only, so the entrypoint remounts them read-write
+  (that is all the cgroup setup v1 needs; hack/dind's nesting dance is for v2). Inner containers cannot be
+  privileged or get CAP_SYS_RESOURCE either.
+- The inner bridges get a fixed pool (INNER_BRIDGE_POOL): an inner engine only sees its own node's routes, so it
+  would pick 172.x/192.168.x subnets other outer networks use, and traffic from inner containers to those (or
+  replies to clients there) would stay inside the node.
+- Overlay networks work across the nodes as they are: VXLAN (udp/4789) and gossip (7946) between the nodes'
+  addresses on the outer bridge, inter-container traffic allowed there; the overlay's MTU is 1450 under the outer
+  1500. Harmless inner log lines: the net.ipv4.vs.* sysctls (no IPVS: use dnsrr services and host-mode ports) and
+  "enabling default vlan on bridge br0 failed" (seen on ordinary hosts too).
+- `docker load` into an inner engine costs CPU per file (about twice a plain `tar -x`); into a tmpfs it takes half
+  the time it takes into a volume on this disk, and a tmpfs needs no deleting afterwards (a volume holding the
+  three images takes seconds).
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from mailstack.stack import (
     LABEL_COMPOSE_PROJECT,
@@ -57,6 +71,7 @@ INNER_BRIDGE_POOL = "base=10.210.0.0/16,size=24"
 NODE_PRIVILEGES = ("--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
                    "--security-opt", "apparmor=unconfined", "--security-opt", "systempaths=unconfined")
 POLL = 0.1  # seconds between two looks at something being started
+Storage = Literal["tmpfs", "volume"]
 
 
 class SwarmError(RuntimeError):
@@ -121,8 +136,9 @@ class Node:
             return False
 
 
-def node_image() -> str:
-    """The node image of this checkout, built on the outer engine when missing (tagged by a hash of its context)."""
+def node_image(timings: dict[str, float] | None = None) -> str:
+    """The node image of this checkout, built on the outer engine when missing (tagged by a hash of its context,
+    as the project's images are): half a minute, once."""
     digest = hashlib.sha256()
     for path in sorted(NODE_CONTEXT.rglob("*")):
         if path.is_file():
@@ -131,7 +147,10 @@ def node_image() -> str:
     image = f"{NODE_IMAGE}:{digest.hexdigest()[:12]}"
     if subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False).returncode != 0:
         progress(f"building {image}")
+        mark = time.monotonic()
         outer("build", "--quiet", "--tag", image, str(NODE_CONTEXT), timeout=600)
+        if timings is not None:
+            timings["build"] = time.monotonic() - mark
     return image
 
 
@@ -167,15 +186,19 @@ def _labels(project: str) -> list[str]:
     return [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
 
 
-def _start_node(project: str, network: str, image: str, index: int, root: Path, timeout: float) -> Node:
+def _start_node(project: str, network: str, image: str, index: int, root: Path, storage: Storage,
+                timeout: float) -> Node:
     name, hostname = f"{project}-node{index}", f"node{index}"
     socket_dir = root / hostname
     socket_dir.mkdir(parents=True)
-    volume = f"{name}-docker"
-    outer("volume", "create", *_labels(project), volume)
+    if storage == "volume":  # named and labelled: prune finds it even when the container is gone
+        volume = f"{name}-docker"
+        outer("volume", "create", *_labels(project), volume)
+        data = f"type=volume,source={volume},target=/var/lib/docker"
+    else:
+        data = "type=tmpfs,target=/var/lib/docker,tmpfs-mode=0711"
     outer("run", "--detach", "--name", name, "--hostname", hostname, "--network", network, *NODE_PRIVILEGES,
-          *_labels(project), "--mount", f"type=volume,source={volume},target=/var/lib/docker",
-          "--mount", f"type=bind,source={socket_dir},target={SOCKET_MOUNT}",
+          *_labels(project), "--mount", data, "--mount", f"type=bind,source={socket_dir},target={SOCKET_MOUNT}",
           image, "--default-address-pool", INNER_BRIDGE_POOL)
     address = outer("inspect", "--format", f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}', name)
     node = Node(name, hostname, address, socket_dir)
@@ -193,7 +216,14 @@ def load_images(nodes: Sequence[Node], images: Sequence[str], timeout: float = 3
     loads = {node.name: subprocess.Popen(["docker", "load", "--quiet"], stdin=subprocess.PIPE, env=node.env,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for node in nodes}
     processes = {"docker save": save, **{f"docker load on {name}": load for name, load in loads.items()}}
-    timer = threading.Timer(timeout, lambda: [p.kill() for p in processes.values()])
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        for process in processes.values():
+            process.kill()
+
+    timer = threading.Timer(timeout, expire)
     timer.start()
     size = 0
     try:
@@ -219,6 +249,8 @@ def load_images(nodes: Sequence[Node], images: Sequence[str], timeout: float = 3
             if process.poll() is None:
                 process.kill()
             process.wait()
+    if expired.is_set():
+        failures.insert(0, f"not within {timeout:.0f} s")
     if failures:
         raise SwarmError("loading the images failed:\n" + "\n".join(failures))
     return size
@@ -243,41 +275,65 @@ def _form_swarm(nodes: Sequence[Node], timeout: float) -> None:
              details=lambda: manager.docker("node", "ls"))
 
 
+def _remove_nodes(project: str, count: int) -> None:
+    """The nodes' containers and volumes (if any), all at once (a volume holding images takes seconds to delete),
+    then whatever else is labelled with the project (the network; anything a half-way start left)."""
+    def remove(index: int) -> None:
+        name = f"{project}-node{index}"
+        subprocess.run(["docker", "rm", "--force", "--volumes", name], capture_output=True, check=False)
+        subprocess.run(["docker", "volume", "rm", "--force", f"{name}-docker"], capture_output=True, check=False)
+
+    with ThreadPoolExecutor(count) as pool:
+        list(pool.map(remove, range(count)))
+    remove_project(project)
+
+
 @contextmanager
-def swarm_of(nodes: int, name: str, images: Sequence[str], timeout: float = 60,
+def swarm_of(nodes: int, name: str, images: Sequence[str], storage: Storage = "tmpfs", timeout: float = 60,
              timings: dict[str, float] | None = None) -> Iterator[list[Node]]:
-    """A swarm of `nodes` inner engines (node 0 the manager) with `images` loaded into each; removed afterwards.
-    `name` prefixes the project (a random suffix keeps runs apart). `timings` (when given) gets the seconds each
-    step took: start, load (and load_bytes), swarm, teardown."""
+    """A swarm of `nodes` inner engines (node 0 the manager) with `images` loaded into each; removed afterwards,
+    also when the start fails half way. `name` prefixes the project (a random suffix keeps runs apart).
+    `storage`: where each inner engine keeps its images, containers and volumes (/var/lib/docker): "tmpfs" (memory:
+    loads twice as fast as on disk here, nothing to delete afterwards) or "volume" (a named volume, for tests that
+    write more than memory should hold). `timings`
+    (when given) gets the seconds each step took: build (the node image, when it was missing), start (the engines
+    up), load (and load_bytes), swarm (formed while the images load), teardown."""
     if nodes < 1:
         raise ValueError("a swarm needs a node")
     timings = {} if timings is None else timings
     project = f"{name}-{uuid.uuid4().hex[:8]}"
     root = stacks_dir() / project
     network = f"{project}_nodes"
-    started = time.monotonic()
+    image = node_image(timings)
     try:
         root.mkdir(parents=True)
         (root / OWNER_FILE).write_text(owner_label())  # prune removes the directory when the owner is gone
-        image = node_image()
+        mark = time.monotonic()
         outer("network", "create", *_labels(project), network)
         progress(f"starting {nodes} node(s) of {project}")
         with ThreadPoolExecutor(nodes) as pool:
-            members = list(pool.map(lambda i: _start_node(project, network, image, i, root, timeout), range(nodes)))
-        timings["start"] = time.monotonic() - started
+            members = list(pool.map(lambda i: _start_node(project, network, image, i, root, storage, timeout),
+                                    range(nodes)))
+        timings["start"] = time.monotonic() - mark
         progress(f"{nodes} engine(s) up in {timings['start']:.1f} s; loading {', '.join(images) or 'no images'}")
-        mark = time.monotonic()
-        timings["load_bytes"] = load_images(members, images)
-        timings["load"] = time.monotonic() - mark
-        progress(f"loaded {timings['load_bytes'] / 1e6:.0f} MB into {nodes} node(s) in {timings['load']:.1f} s")
-        mark = time.monotonic()
-        _form_swarm(members, timeout)
-        timings["swarm"] = time.monotonic() - mark
-        progress(f"swarm of {nodes} formed in {timings['swarm']:.1f} s")
+
+        def form() -> None:
+            begun = time.monotonic()
+            _form_swarm(members, timeout)
+            timings["swarm"] = time.monotonic() - begun
+            progress(f"swarm of {nodes} formed in {timings['swarm']:.1f} s")
+
+        with ThreadPoolExecutor(1) as pool:
+            formed = pool.submit(form)
+            mark = time.monotonic()
+            timings["load_bytes"] = load_images(members, images)
+            timings["load"] = time.monotonic() - mark
+            progress(f"loaded {timings['load_bytes'] / 1e6:.0f} MB into {nodes} node(s) in {timings['load']:.1f} s")
+            formed.result()
         yield members
     finally:
         mark = time.monotonic()
-        remove_project(project)
+        _remove_nodes(project, nodes)
         shutil.rmtree(root, ignore_errors=True)  # the sockets' directories (written by the nodes' root)
         timings["teardown"] = time.monotonic() - mark
         progress(f"{project} removed in {timings['teardown']:.1f} s")
