@@ -1,8 +1,8 @@
 """The two-node swarm harness (swarm_nodes.py), proven on what crosses machines: a service on node 0 resolves a
-dnsrr service pinned to node 1 by its name and talks to it over an attachable overlay network (VXLAN between
-the nodes' addresses, 1450-byte MTU, a few MB through it), a plain container attached to that network does too, and
-a host-mode published port on node 1 answers the host at node 1's address. Real engines and sockets; the only
-image is debian:bookworm-slim, loaded into the nodes (nothing can be pulled)."""
+dnsrr service pinned to node 1 by its name and talks to it over an attachable overlay network (VXLAN between the
+nodes' addresses; a few MB through it in full-size frames), a plain container attached to that network does too,
+and a host-mode published port on node 1 answers the host at node 1's address. Real engines and sockets; the only
+image is debian:bookworm-slim, loaded into the nodes (nothing can be pulled). The harness's timings are printed."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def services(nodes: list[Node]) -> dict[str, str]:
         return "\n".join(errors) or None
 
     wait_until("the server on node 1 and the client on node 0", running, timeout=60, failed=failed, interval=0.2,
-             details=lambda: manager.docker("service", "ps", "--no-trunc", "server", "client"))
+               details=lambda: manager.docker("service", "ps", "--no-trunc", "server", "client"))
     return containers
 
 
