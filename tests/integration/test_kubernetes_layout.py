@@ -30,7 +30,15 @@ from mailstack import kubernetes
 from mailstack.db import Database
 from mailstack.seed import SeedFile, seed_database
 from mailstack.settings import load_settings
-from mailstack.stack import LABEL_COMPOSE_PROJECT, LABEL_EPHEMERAL, LABEL_OWNER, Stack, owner_label, remove_project
+from mailstack.stack import (
+    LABEL_COMPOSE_PROJECT,
+    LABEL_EPHEMERAL,
+    LABEL_OWNER,
+    LABEL_PROJECT,
+    Stack,
+    owner_label,
+    remove_project,
+)
 
 HOSTNAME = "mail.k8s.example.test"
 ORDER = ("mysql", "dovecot", "postfix")
@@ -62,7 +70,8 @@ def _run_pod(project: str, network: str, workload: dict[str, Any], objects: dict
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     claims = {c["metadata"]["name"] for c in workload["spec"].get("volumeClaimTemplates", [])}
     args = ["run", "-d", "--name", f"{project}-{pod}", "--hostname", pod, "--network", network,
-            "--label", f"{LABEL_COMPOSE_PROJECT}={project}", "--label", f"{LABEL_EPHEMERAL}=true",
+            "--label", f"{LABEL_COMPOSE_PROJECT}={project}", "--label", f"{LABEL_PROJECT}={project}",
+            "--label", f"{LABEL_EPHEMERAL}=true",
             "--label", f"{LABEL_OWNER}={owner_label()}"]
     for alias in aliases:
         args += ["--network-alias", alias]
@@ -117,7 +126,8 @@ def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, P
     network = f"{project}_k8s"
     started: dict[str, Pod] = {}
     try:
-        docker("network", "create", "--label", f"{LABEL_COMPOSE_PROJECT}={project}", network)
+        docker("network", "create", "--label", f"{LABEL_COMPOSE_PROJECT}={project}",
+               "--label", f"{LABEL_PROJECT}={project}", network)
         for name in ORDER:
             workload = objects[("StatefulSet", name)]
             labels = workload["spec"]["template"]["metadata"]["labels"]
