@@ -264,7 +264,7 @@ class Burst:
                 with self.lock:
                     self.failed.append(f"{node.hostname}: {type(exc).__name__}: {exc}"[:200])
                 self.stop.wait(0.2)  # a refused port: try again shortly, as a client would
-            self.stop.wait(0.02)
+            self.stop.wait(0.05)  # a steady trickle: the update lasts ~30 s
 
 
 def test_postfix_update_in_the_middle_of_a_burst_loses_and_duplicates_nothing(deployed: Deployed) -> None:

@@ -373,7 +373,8 @@ def deploy(settings: Settings, report: Report, *, directory: Path | None = None,
     storage = stack.storage_node(storage_node, here)
     report(f"MariaDB and Dovecot on node {storage.hostname} ({storage.address}); Postfix on every node")
     rendered = swarm.render(settings, directory or swarm.default_dir(settings), stack.overlay_subnets())
-    compose_stack = Stack(settings)
+    # the three images the stack file names (a compose stack's settings may add the world's and the webmail's)
+    compose_stack = Stack(settings.model_copy(update={"world": False, "webmail": False}))
     if build:
         compose_stack.build(report)
     elif not compose_stack.images_present():
