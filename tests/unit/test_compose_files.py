@@ -4,6 +4,8 @@ compose.yaml where they have to repeat it."""
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 import yaml
 from mailstack.api import MailStack
 from mailstack.settings import load_settings, stack_files_dir
-from mailstack.stack import Stack
+from mailstack.stack import Stack, listening
 
 
 class _ComposeLoader(yaml.SafeLoader):
@@ -185,3 +187,22 @@ def test_the_internal_subnet_never_overlaps_the_worlds(tmp_path: Path, monkeypat
                                 state_dir=tmp_path))
     assert stack.network is not None and str(stack.network.subnet) == "10.213.118.0/24"
     assert stack.backend is not None and not stack.backend.overlaps(stack.network.subnet)
+
+
+def test_listening_reads_a_processes_sockets_from_proc() -> None:
+    """wait_ready's free pre-check (stack.listening): a listening TCP port is seen, a closed one is not, and a
+    process that is not the named container's (or none) gives None: the container is then asked itself."""
+    own_cgroup = Path("/proc/self/cgroup").read_text().strip().splitlines()[0]
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert listening(os.getpid(), own_cgroup, "tcp", (port,)) is True
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))  # bound, not listening
+            assert listening(os.getpid(), own_cgroup, "tcp", (port, other.getsockname()[1])) is False
+    assert listening(os.getpid(), "0123456789abcdef" * 4, "tcp", (port,)) is None  # not that container's process
+    assert listening(0, own_cgroup, "tcp", (port,)) is None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        assert listening(os.getpid(), own_cgroup, "udp", (udp.getsockname()[1],)) is True
