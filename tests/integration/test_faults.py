@@ -1,18 +1,19 @@
 """Faults: MariaDB, Dovecot and Postfix restart, stop or die while mail flows, and the whole stack goes
 down and up again. Every test counts its messages (sent / acknowledged with 250 / delivered / duplicated
-/ lost) and fails on any loss: what Postfix acknowledged is delivered, exactly once (the one exception,
-bounded and explained in _restart_and_measure: deliveries in flight when Postfix itself is stopped).
+/ lost) and fails on any loss: what Postfix acknowledged is delivered, exactly once, also when Postfix itself
+is stopped while it delivers (its entrypoint drains it first; only a SIGKILL is not drained).
 
 These tests break containers, so they run on their own stack (module-scoped), never the session's.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import re
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from helpers import (
     bounces_in,
     permanent_refusals,
     queued,
+    queued_for,
     settle,
     wait_for,
 )
@@ -105,8 +107,8 @@ def _wait_restarted(stack: MailStack, service: str, before: str, timeout: float 
 
 
 def _restart_and_measure(stack: MailStack, name: str, restart: Callable[[], None]) -> bool:
-    """Restart MariaDB (`restart`) under a steady stream of mail on 25 and 587; measure how soon mail is
-    accepted again; count. Returns whether Postfix was restarted along the way."""
+    """Restart a service (`restart`, which returns once it is ready) under a steady stream of mail on 25 and
+    587; measure how soon mail is accepted again; count. Returns whether Postfix was restarted along the way."""
     postfix_started = _started_at(stack, "postfix")
     recipient, author = stack.add_user(), stack.add_user()
     ledger = _ledger(stack, name)
@@ -145,22 +147,18 @@ def _restart_and_measure(stack: MailStack, name: str, restart: Callable[[], None
     _report(result.line(),
             f"[gap] {name}: {refusals} refusal(s) seen; mail accepted again "
             + ", ".join(f"{port} {gap:+.2f}s" for port, gap in gaps.items())
-            + f" after MariaDB was ready ({ready - started:.2f}s after the restart began); "
+            + f" after the restart was done ({ready - started:.2f}s after it began); "
             f"outage seen by senders {outage:.2f}s; Postfix {'restarted' if postfix_restarted else 'kept running'}"
             f"; watcher: {watcher[-1] if watcher else 'silent'}")
 
     assert refusals > 0, "the restart was not seen by any sender: the measurement proves nothing"
     assert not permanent_refusals(ledger), permanent_refusals(ledger)
     assert max(gaps.values()) < RECOVERY_BOUND, f"mail accepted again only after {gaps} (Postfix's 60 s delay?)"
-    if postfix_restarted and result.duplicated:
-        # Stopping Postfix (SIGTERM to master) kills its LMTP clients at once: a message Dovecot has just
-        # stored but whose 250 Postfix had not yet recorded is delivered again after the restart. SMTP's
-        # at-least-once: allowed only for mail acknowledged before the restart ended, and only twice.
-        before = {mid for mid, at in ledger.acknowledged.items() if at < ready}
-        assert result.duplicates <= before and result.duplicated == len(result.duplicates), result.line()
-        _report(f"[duplicates] {name}: {result.duplicated} in-flight LMTP deliveries repeated after the "
-                "Postfix restart compose made")
-        result = dataclasses.replace(result, duplicated=0, duplicates=frozenset())
+    if postfix_restarted:
+        # Postfix's entrypoint drains a stop: the LMTP deliveries in flight finish and mark their recipients
+        # done before master goes, so none is repeated after the restart (and a duplicate fails below).
+        _report(f"[duplicates] {name}: {result.duplicated} message(s) delivered more than once across the "
+                "Postfix restart")
     result.assert_nothing_lost()
     _no_bounces(stack)
     return postfix_restarted
@@ -334,6 +332,121 @@ def test_postfix_killed_mid_burst_delivers_everything_it_acknowledged(stack: Mai
     assert not permanent_refusals(ledger), permanent_refusals(ledger)
     result.assert_nothing_lost()
     _no_bounces(stack)
+
+
+def test_postfix_compose_restart_mid_burst_repeats_nothing(stack: MailStack) -> None:
+    """`docker compose restart postfix` while mail arrives on 25 and 587 and is delivered as it comes. The
+    entrypoint drains the stop (images/postfix/entrypoint.sh): what was acknowledged is delivered once."""
+
+    def restart() -> None:
+        stack.stack.restart_service("postfix")
+        stack.stack.wait_ready(["postfix"])
+
+    assert _restart_and_measure(stack, "postfix-compose-restart", restart), "Postfix was not restarted"
+
+
+# Messages queued for one mailbox and released at once: Postfix delivers them over LMTP up to 20 at a time
+# (lmtp_destination_concurrency_limit), 150-300 a second on this kind of machine: 2-4 s of deliveries.
+BACKLOG = 600
+
+
+def _last_restart(log: str, address: str) -> tuple[int, int, list[str]]:
+    """From Postfix's log: deliveries to `address` before its last start and since, and what the entrypoint
+    logged of the stop before that start (its drain)."""
+    lines = log.splitlines()
+    starts = [n for n, line in enumerate(lines) if "starting the Postfix mail system" in line] or [0]
+    sent = [n for n, line in enumerate(lines) if f"to=<{address}>" in line and "status=sent" in line]
+    drain = [line for line in lines[starts[-2] if len(starts) > 1 else 0:starts[-1]]
+             if "mailstack-postfix: stopping:" in line]
+    return sum(1 for n in sent if n < starts[-1]), sum(1 for n in sent if n > starts[-1]), drain
+
+
+def test_postfix_restarted_while_delivering_repeats_nothing(stack: MailStack) -> None:
+    """`docker restart` of Postfix in the middle of a burst of LMTP deliveries (a backlog released at once),
+    with sessions open on 25 and 587. Without the entrypoint's drain, master's SIGTERM killed LMTP clients
+    after Dovecot had stored a message but before they marked its recipient done in the queue file, and
+    the restarted Postfix delivered those messages again. With it, no new delivery starts, the ones in
+    flight finish, and what is left is delivered at once after the start (not deferred). The engine's own
+    restart (the SIGTERM and grace period of `docker stop`, as `compose restart` asks the engine for) comes
+    within a fraction of a second; compose's CLI can take seconds, by which time the backlog may be gone."""
+    backlog_user, recipient, author = stack.add_user(), stack.add_user(), stack.add_user()
+    ledger = _ledger(stack, "postfix-restart-delivering")
+
+    def queue(count: int) -> None:
+        client = SmtpClient(stack, "smtp")
+        try:
+            for _ in range(count):
+                outcome = ledger.send(client, ledger.new_message(f"peer@{OUTSIDE}", [backlog_user.address],
+                                                                 "backlog"))
+                assert outcome.status == ACKNOWLEDGED, outcome
+        finally:
+            client.close()
+
+    bursts = [Burst(stack, ledger, "smtp", f"peer@{OUTSIDE}", [recipient.address]),
+              Burst(stack, ledger, "submission", author.address, [recipient.address], user=author)]
+    for burst in bursts:
+        burst.connect()  # AUTH now: right after Dovecot's restart Postfix's submission may not be back yet
+    # The backlog: accepted while Dovecot is down, then held, so that it is delivered only when released.
+    stack.stack.stop_service("dovecot")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for future in [pool.submit(queue, BACKLOG // 4) for _ in range(4)]:
+            future.result()
+
+    def held() -> int:
+        # Never the active queue: qmgr keeps its messages in memory, and one held there and released while
+        # its delivery attempt still runs (a TCP connect to the stopped Dovecot lasts until its timeout) is
+        # removed when that attempt ends (seen: hundreds lost). Deferred and incoming files are only renamed.
+        stack.stack.exec("postfix", ["postsuper", "-h", "ALL", "incoming", "deferred"], check=False)
+        return sum(1 for entry in queued_for(stack, [backlog_user.address]) if entry.get("queue_name") == "hold")
+
+    assert wait_for(lambda: held() == BACKLOG, timeout=60, interval=0.5), "the backlog could not be held"
+    stack.stack.start_service("dovecot")
+    stack.stack.wait_ready(["dovecot"])
+
+    for burst in bursts:
+        burst.start()
+    try:
+        ledger.wait_until("both ports acknowledge mail",
+                          lambda led: all(led.count(ACKNOWLEDGED, b.port) >= 3 for b in bursts))
+        stack.stack.exec("postfix", ["postsuper", "-H", "ALL"])
+        stack.stack.exec("postfix", ["postqueue", "-f"])
+        assert wait_for(lambda: len(queued_for(stack, [backlog_user.address])) <= BACKLOG - 5, timeout=30,
+                        interval=0.05), "the backlog's delivery did not start"
+        started = time.monotonic()
+        subprocess.run(["docker", "restart", stack.stack.container("postfix").id], check=True,
+                       capture_output=True, timeout=60)
+        restarted = time.monotonic()
+        stack.stack.wait_ready(["postfix"])
+        ready = time.monotonic()
+        ledger.wait_until("both ports acknowledge mail again after the restart",
+                          lambda led: all(led.count(ACKNOWLEDGED, b.port, after=ready) >= 3 for b in bursts))
+    finally:
+        for burst in bursts:
+            burst.finish()
+
+    result = settle(stack, ledger, [backlog_user, recipient])
+    log = stack.stack.logs("postfix")
+    before, after, drain = _last_restart(log, backlog_user.address)
+    in_flight = [int(m.group(1)) for line in drain if (m := re.search(r"in flight at the reload: (\d+)", line))]
+    _report(result.line(),
+            f"[duplicates] postfix-restart-delivering: {result.duplicated} message(s) delivered more than once",
+            f"[restart] backlog of {BACKLOG}: {before} delivered before the stop, {after} after the start; "
+            f"docker restart {restarted - started:.2f}s, ready {ready - started:.2f}s after it began; "
+            f"drain: {drain[-1] if drain else 'not logged'}")
+
+    # The stop hit the backlog's delivery: part of it was delivered before, the rest after the restart, and
+    # the drain found deliveries in flight and let them finish (none left at its deadline).
+    assert before > 0 and after > 0, f"the restart did not come while the backlog was delivered: {before}/{after}"
+    assert in_flight and in_flight[-1] > 0, f"no delivery in flight when Postfix was stopped: {drain}"
+    assert not [line for line in drain if "still at work" in line], drain
+    assert not permanent_refusals(ledger), permanent_refusals(ledger)
+    result.assert_nothing_lost()
+    _no_bounces(stack)
+    # What the drain changed in main.cf and master.cf is gone: the restarted container has its own config.
+    config = stack.stack.exec("postfix", ["postconf", "-h", "master_service_disable"]).stdout.decode().strip()
+    assert config == "", f"the drain's master_service_disable outlived the stop: {config!r}"
+    services = stack.stack.exec("postfix", ["postconf", "-M"]).stdout.decode()
+    assert "mailstack_shutting_down" not in services and "mailstack_drain" not in services, services
 
 
 def test_whole_stack_down_and_up_keeps_mailboxes_queue_and_database(stack: MailStack) -> None:
