@@ -343,9 +343,11 @@ def test_mail_waits_in_the_queue_while_dovecot_is_gone(deployed: Deployed) -> No
     found = _wait_for_messages(deployed, token, {message_id}, timeout=120)
     assert found == Counter({message_id: 1})
     assert set(kept) <= set(_message_ids(deployed, "flow"))  # the mailbox volume stayed on the storage node
-    bounces = [line for line in manager.docker("service", "logs", "--raw", deployed.service("postfix")).splitlines()
-               if "status=bounced" in line]
-    assert not bounces, bounces[:3]
+    # (`docker service logs` can hang on a swarm whose earlier tasks are gone: the container's own log)
+    said = subprocess.run(["docker", "logs", postfix], capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "DOCKER_HOST": manager.docker_host})
+    assert message_id in said.stdout + said.stderr
+    assert "status=bounced" not in said.stdout + said.stderr
 
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no Docker CLI")
