@@ -234,8 +234,9 @@ class SwarmStack:
         for service in found:
             update = self._docker("service", "inspect", "--format", "{{json .UpdateStatus}}",
                                   self.service_name(service)).strip()
-            state = (json.loads(update) or {}).get("State", "") if update not in ("", "null") else ""
-            found[service]["update"] = state
+            status = (json.loads(update) or {}) if update not in ("", "null") else {}
+            found[service]["update"] = status.get("State", "")
+            found[service]["update_message"] = status.get("Message", "")
         return found
 
     def wait_ready(self, report: Report, timeout: float, interval: float = 1.0) -> None:
@@ -248,6 +249,12 @@ class SwarmStack:
             pending = [name for name in SERVICES if not _settled(services.get(name))]
             if not pending:
                 return
+            for name in pending:  # failure_action: pause — it will not go on by itself
+                if services.get(name, {}).get("update") in ("paused", "rollback_paused"):
+                    raise NotReady(f"the update of {self.service_name(name)} is paused: "
+                                   f"{services[name].get('update_message') or 'a task failed'}",
+                                   f"`docker service ps {self.service_name(name)}` shows why; fix it and deploy "
+                                   "again (or `docker service update --rollback`)")
             tasks = [task for name in pending for task in self.tasks(name)]
             for task in tasks:
                 for needle, hint in FATAL_TASK_ERRORS.items():
