@@ -24,7 +24,6 @@ from mailstack.secrets import SECRET_NAMES
 from mailstack.settings import MAIL_PORT_NAMES, Settings, stack_files_dir
 from mailstack.world import network as world_network
 
-SERVICES = ("mysql", "dovecot", "postfix")
 STORAGE_LABEL = "io.mailstack.storage"  # the node MariaDB and Dovecot (and their volumes) live on
 BACKEND_POOL = ipaddress.IPv4Network("10.214.0.0/16")  # beside the world networks' 10.213/16; not Docker's pools
 BACKEND_SUBNET_FILE = "backend-subnet"

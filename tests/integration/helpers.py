@@ -13,8 +13,10 @@ import dataclasses
 import email
 import email.policy
 import email.utils
+import imaplib
 import json
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -515,3 +517,23 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15.0, interval: flo
             return False
         time.sleep(interval)  # poll interval, bounded by the deadline
     return True
+
+
+class ImapsByAddress(imaplib.IMAP4_SSL):
+    """IMAPS to an address (a pod's, a swarm node's), checking the certificate for `server_name`."""
+
+    def __init__(self, host: str, port: int, server_name: str, ssl_context: ssl.SSLContext,
+                 timeout: float | None = 30) -> None:
+        self.server_name = server_name
+        super().__init__(host, port, ssl_context=ssl_context, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout)
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.server_name)
+
+
+def smtp_by_address(address: str, port: int, server_name: str, timeout: float = 30) -> smtplib.SMTP:
+    """SMTP to an address; starttls() then checks the certificate for `server_name`."""
+    smtp = smtplib.SMTP(address, port, local_hostname="client.test", timeout=timeout)
+    smtp._host = server_name  # what starttls() checks the certificate against (we connect by address)
+    return smtp

@@ -11,10 +11,8 @@ LoadBalancer, NetworkPolicy enforcement (that needs a network plugin)."""
 from __future__ import annotations
 
 import base64
-import imaplib
 import shutil
 import smtplib
-import socket
 import ssl
 import subprocess
 import time
@@ -26,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import ImapsByAddress, smtp_by_address
 from mailstack import kubernetes
 from mailstack.db import Database
 from mailstack.seed import SeedFile, seed_database
@@ -155,18 +154,8 @@ def test_the_pods_start_from_empty_volumes_and_their_readiness_probes_pass(
     assert {"active", "deferred", "incoming", "maildrop", "private", "public"} <= set(queue)  # made by Postfix
 
 
-class _Imaps(imaplib.IMAP4_SSL):
-    """IMAPS to a pod's address, checking the certificate for the deployment's host name."""
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        sock = socket.create_connection((self.host, self.port), timeout)
-        return self.ssl_context.wrap_socket(sock, server_hostname=HOSTNAME)
-
-
 def _smtp(address: str, port: int) -> smtplib.SMTP:
-    smtp = smtplib.SMTP(address, port, local_hostname="client.test", timeout=30)
-    smtp._host = HOSTNAME  # what starttls() checks the certificate against (we connect by address)
-    return smtp
+    return smtp_by_address(address, port, HOSTNAME)
 
 
 def test_mail_flows_through_lmtp_over_tcp_with_the_deployments_name_and_certificate(
@@ -189,7 +178,7 @@ def test_mail_flows_through_lmtp_over_tcp_with_the_deployments_name_and_certific
         smtp.starttls(context=context)
         smtp.login(address, password)  # SASL over TCP to dovecot-internal:12345
         smtp.sendmail(address, [address], f"From: {address}\r\nSubject: k8s-587\r\n\r\nhello\r\n")
-    imap = _Imaps(started["dovecot"].address, 993, ssl_context=context, timeout=30)
+    imap = ImapsByAddress(started["dovecot"].address, 993, HOSTNAME, context)
     try:
         imap.login(address, password)
         deadline = time.monotonic() + 30

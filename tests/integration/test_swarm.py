@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import imaplib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ImapsByAddress, smtp_by_address
 from mailstack.settings import load_settings
 from mailstack.stack import SERVICES, Stack
 from swarm_nodes import Node, swarm_of
@@ -104,24 +104,14 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
             deployed.mailstack("deploy", "swarm", "--remove", check=False, timeout=120)
 
 
-class _Imaps(imaplib.IMAP4_SSL):
-    """IMAPS to a node's address, checking the certificate for the deployment's host name."""
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        sock = socket.create_connection((self.host, self.port), timeout)
-        return self.ssl_context.wrap_socket(sock, server_hostname=HOSTNAME)
-
-
 class _Smtps(smtplib.SMTP_SSL):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         sock = socket.create_connection((host, port), timeout)
         return self.context.wrap_socket(sock, server_hostname=HOSTNAME)
 
 
-def _smtp(address: str, port: int, timeout: float = 30) -> smtplib.SMTP:
-    smtp = smtplib.SMTP(address, port, local_hostname="client.test", timeout=timeout)
-    smtp._host = HOSTNAME  # what starttls() checks the certificate against (we connect by address)
-    return smtp
+def _smtp(address: str, port: int) -> smtplib.SMTP:
+    return smtp_by_address(address, port, HOSTNAME)
 
 
 def _endpoint(address: str) -> tuple[str, int]:
@@ -138,7 +128,7 @@ def _message(subject: str, message_id: str | None = None) -> str:
 def _message_ids(deployed: Deployed, token: str) -> Counter[str]:
     """Message-ID -> how many times it is in the user's INBOX, of the messages whose subject has `token`."""
     host, port = _endpoint(deployed.status["endpoints"]["imaps"])
-    imap = _Imaps(host, port, ssl_context=deployed.context, timeout=30)
+    imap = ImapsByAddress(host, port, HOSTNAME, deployed.context)
     try:
         imap.login(USER, PASSWORD)
         imap.select("INBOX", readonly=True)

@@ -22,19 +22,12 @@ from mailstack.db import Database
 from mailstack.errors import MailstackError, NotReady, tail
 from mailstack.seed import SeedFile, seed_database
 from mailstack.settings import Settings
-from mailstack.stack import Stack
+from mailstack.stack import ENDPOINTS, SERVICES, Stack
+from mailstack.world import network as world_network
 
 Report = Callable[[str], None]
-SERVICES = swarm.SERVICES
-# endpoint name -> (service, published port setting); the same names as the compose stack's Endpoints
-ENDPOINTS = {
-    "smtp": ("postfix", "smtp"),
-    "submission": ("postfix", "submission"),
-    "smtps": ("postfix", "smtps"),
-    "imaps": ("dovecot", "imaps"),
-    "pop3s": ("dovecot", "pop3s"),
-    "managesieve": ("dovecot", "managesieve"),
-}
+# the compose stack's endpoints (same names, same published-port settings) that a swarm stack has
+SWARM_ENDPOINTS = {name: service for name, (service, _) in ENDPOINTS.items() if service in SERVICES}
 # A task error that waiting cannot mend: say so at once.
 FATAL_TASK_ERRORS = {
     "No such image": "the image is missing on that node: build it there (`mailstack build` with DOCKER_HOST set "
@@ -165,8 +158,7 @@ class SwarmStack:
         ids = self._docker("network", "ls", "--quiet", "--no-trunc").split()
         found = json.loads(self._docker("network", "inspect", *ids) or "[]") if ids else []
         backend = f"{self.project}_backend"
-        return [config.get("Subnet", "") for net in found if net.get("Name") != backend
-                for config in ((net.get("IPAM") or {}).get("Config") or [])]
+        return [subnet for net in found if net.get("Name") != backend for subnet in world_network.subnets_of(net)]
 
     # --- deploy, wait, remove -----------------------------------------------------------------
 
@@ -195,31 +187,16 @@ class SwarmStack:
         return removed
 
     def tasks(self, service: str) -> list[Task]:
+        """The service's tasks meant to run (`docker service ps` + one `docker inspect` of them)."""
         try:
-            listing = self._docker("service", "ps", "--no-trunc", "--format",
-                                   "{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}",
-                                   "--filter", "desired-state=running", self.service_name(service))
+            ids = self._docker("service", "ps", "--quiet", "--filter", "desired-state=running",
+                               self.service_name(service)).split()
+            found = json.loads(self._docker("inspect", "--type", "task", *ids) or "[]") if ids else []
         except DockerException:
             return []
-        tasks = []
-        for line in listing.splitlines():
-            node, desired, current, error = (line.split("\t") + ["", "", "", ""])[:4]
-            tasks.append(Task(service, node, desired.lower(), current.split(" ")[0].lower(), error.strip()))
-        return tasks
-
-    def _task_nodes(self, service: str) -> list[str]:
-        """The ids of the nodes where the service's tasks run now."""
-        try:
-            listing = self._docker("service", "ps", "--quiet", "--filter", "desired-state=running",
-                                   self.service_name(service))
-        except DockerException:
-            return []
-        ids = listing.split()
-        if not ids:
-            return []
-        found = json.loads(self._docker("inspect", "--type", "task", *ids) or "[]")
-        return [str(item.get("NodeID")) for item in found
-                if (item.get("Status") or {}).get("State") == "running"]
+        return [Task(service, str(item.get("NodeID", "")), str(item.get("DesiredState", "")),
+                     str((item.get("Status") or {}).get("State", "")), str((item.get("Status") or {}).get("Err", "")))
+                for item in found]
 
     def services(self) -> dict[str, dict[str, object]]:
         """service -> {mode, running, desired, update} for the stack's services that exist."""
@@ -231,12 +208,14 @@ class SwarmStack:
             service = name.removeprefix(f"{self.project}_")
             running, _, desired = replicas.partition(" ")[0].partition("/")
             found[service] = {"mode": mode, "running": int(running or 0), "desired": int(desired or 0)}
-        for service in found:
-            update = self._docker("service", "inspect", "--format", "{{json .UpdateStatus}}",
-                                  self.service_name(service)).strip()
-            status = (json.loads(update) or {}) if update not in ("", "null") else {}
-            found[service]["update"] = status.get("State", "")
-            found[service]["update_message"] = status.get("Message", "")
+        inspected = json.loads(self._docker("service", "inspect", *(self.service_name(name) for name in found))
+                               or "[]") if found else []
+        for item in inspected:
+            service = str((item.get("Spec") or {}).get("Name", "")).removeprefix(f"{self.project}_")
+            status = item.get("UpdateStatus") or {}
+            if service in found:
+                found[service]["update"] = status.get("State", "")
+                found[service]["update_message"] = status.get("Message", "")
         return found
 
     def wait_ready(self, report: Report, timeout: float, interval: float = 1.0) -> None:
@@ -315,16 +294,14 @@ class SwarmStack:
         except (DockerException, OSError, ValueError):
             return False
 
-    def endpoints(self) -> dict[str, list[str]]:
+    def endpoints(self, nodes: Sequence[Node]) -> dict[str, list[str]]:
         """endpoint name -> "address:port" on every node whose task of that service runs (Postfix: each node's)."""
-        nodes = {node.id: node for node in self.nodes()}
+        by_id = {node.id: node for node in nodes}
         ports = self.settings.ports()
-        found: dict[str, list[str]] = {}
-        where = {service: self._task_nodes(service) for service in ("postfix", "dovecot")}
-        for name, (service, port_name) in ENDPOINTS.items():
-            found[name] = [f"{nodes[node_id].address}:{ports[port_name]}" for node_id in where[service]
-                           if node_id in nodes]
-        return found
+        where = {service: [task.node_id for task in self.tasks(service) if task.running]
+                 for service in set(SWARM_ENDPOINTS.values())}
+        return {name: [f"{by_id[node_id].address}:{ports[name]}" for node_id in where[service] if node_id in by_id]
+                for name, service in SWARM_ENDPOINTS.items()}
 
     def status(self) -> dict[str, object]:
         """The `status --json` contract (services, endpoints, ca_cert), plus `swarm`: each endpoint on every
@@ -339,9 +316,9 @@ class SwarmStack:
                 services[name] = {"state": "running", "health": "healthy"}
             else:
                 services[name] = {"state": "running" if info["running"] else "created", "health": "starting"}
-        every = self.endpoints()
-        here = self.engine_state()[2]
         nodes = self.nodes()
+        every = self.endpoints(nodes)
+        here = self.engine_state()[2]
         mine = next((f"{node.address}:" for node in nodes if node.id == here), "")
         # one address per endpoint, as for compose: this node's when it serves it, else the first that does
         endpoints = {name: next((a for a in addresses if a.startswith(mine)), addresses[0]) if addresses else None
@@ -368,7 +345,7 @@ def deploy(settings: Settings, report: Report, *, directory: Path | None = None,
            build: bool = True, seed: SeedFile | None = None, timeout: float = 300.0) -> dict[str, object]:
     """`mailstack deploy swarm`: render the secrets, build the images (on this engine), deploy or update the
     stack, wait until every task runs healthy, remove secrets no service uses any more, seed. Returns status()."""
-    bad = [name for name, port in settings.ports().items() if name in ENDPOINTS and not port]
+    bad = [name for name, port in settings.ports().items() if name in SWARM_ENDPOINTS and not port]
     if bad:
         raise MailstackError(f"a swarm publishes fixed ports: {', '.join(bad)} has port 0",
                              "set " + ", ".join(settings.env_var(f"{name}_port") for name in bad) + " to a port")
