@@ -28,8 +28,11 @@ from mailstack.stack import Stack
 
 # Releases a stack is upgraded from: the last commit before the schema, image and refusal changes (the
 # migrations: the quota column, alias_domains), and the last landed stop before the webmail, the TCP option
-# and the '%u@%d' map queries (its stacks have the outside world; the upgrade adds the webmail).
-PREVIOUS_RELEASES = ("c3d5a6e5598c11772c7d4bc637b9c07ad57bb095", "3255465a29f4f9a1d72735bb249c5a916dd7bbd4")
+# and the '%u@%d' map queries (its stacks have the outside world; the upgrade adds the webmail), and the last
+# landed stop before Postfix's draining stop, the LMTP status filter and Dovecot's subnet listen (the upgrade
+# stops the old Postfix the old way and starts the new images on the same volumes and queue).
+PREVIOUS_RELEASES = ("c3d5a6e5598c11772c7d4bc637b9c07ad57bb095", "3255465a29f4f9a1d72735bb249c5a916dd7bbd4",
+                     "6da7cb6a6a9f153dea55730707479805e51db4e2")
 REPOSITORY = Path(__file__).resolve().parents[2]
 SEED = """\
 domains: [upgrade.test]
