@@ -25,5 +25,6 @@ case "${MAILSTACK_DMARC_REJECT:-1}" in
 esac
 
 /usr/local/bin/dkim-sync.sh
+/usr/local/bin/hs-cache-pin.sh
 
 exec "$@"
