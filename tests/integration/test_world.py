@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mailstack import cli
 from mailstack.api import MailStack, User
 from mailstack.errors import NotReady
+from mailstack.stack import netns
 from typer.testing import CliRunner, Result
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -214,3 +215,24 @@ def test_a_vacation_reply_reaches_the_outside_sender(world: MailStack) -> None:
     assert str(answer["Auto-Submitted"]).startswith("auto-replied")
     stored = next(m for m in world.outbound_messages() if m.rcpt_tos == (sender,))
     assert stored.mail_from in ("", "<>")  # a vacation reply's envelope sender is <> (RFC 5230)
+
+
+def test_the_host_probes_agree_with_the_health_checks_and_fail_on_the_wrong_service(world: MailStack) -> None:
+    """wait_ready asks each service's health check from the host (stack/netns.py) where the engine runs here:
+    each probe passes where its script passes, and fails when pointed at a container that does not serve it
+    (the same pid-and-namespace plumbing, another service behind it), so a probe that cannot fail would show."""
+    stack = world.stack
+    pids = {service: info.pid for service, info in stack.snapshot().items()}
+    ids = {service: stack.container(service).id for service in stack.services}
+    assert set(netns.HOST_PROBES) <= set(stack.services)
+    for service in netns.HOST_PROBES:
+        assert stack.probe(service) == (True, "ok"), service  # the script, by docker exec
+        assert netns.host_probe(service, pids[service], ids[service]) == (True, "ok"), service
+    wrong = {"dovecot": "mysql", "postfix": "rspamd", "rspamd": "postfix", "dns": "outside"}
+    for service, other in wrong.items():
+        asked = netns.host_probe(service, pids[other], ids[other])
+        assert asked is not None and asked[0] is False and asked[1], (service, other)
+    # where there is nothing to ask with (no MariaDB client settings in that container; not the container's
+    # process): None, and wait_ready asks the container itself
+    assert netns.host_probe("mysql", pids["dns"], ids["dns"]) is None
+    assert netns.host_probe("postfix", pids["postfix"], ids["mysql"]) is None

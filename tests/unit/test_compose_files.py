@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -189,20 +192,46 @@ def test_the_internal_subnet_never_overlaps_the_worlds(tmp_path: Path, monkeypat
     assert stack.backend is not None and not stack.backend.overlaps(stack.network.subnet)
 
 
-def test_listening_reads_a_processes_sockets_from_proc() -> None:
-    """wait_ready's free pre-check (stack.listening): a listening TCP port is seen, a closed one is not, and a
-    process that is not the named container's (or none) gives None: the container is then asked itself."""
+def test_listening_asks_the_kernel_for_a_processes_listening_sockets() -> None:
+    """wait_ready's cheap pre-check (stack.listening): a listening TCP port is seen (IPv4 and IPv6), a bound but
+    not listening one is not, a bound UDP socket is; a process that is not the named container's (or none)
+    gives None: the container is then asked itself."""
     own_cgroup = Path("/proc/self/cgroup").read_text().strip().splitlines()[0]
-    with socket.socket() as server:
+    with socket.socket() as server, socket.socket(socket.AF_INET6) as server6:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        port = server.getsockname()[1]
-        assert listening(os.getpid(), own_cgroup, "tcp", (port,)) is True
+        server6.bind(("::1", 0))
+        server6.listen()
+        port, port6 = server.getsockname()[1], server6.getsockname()[1]
+        assert listening(os.getpid(), own_cgroup, "tcp", (port, port6)) is True
         with socket.socket() as other:
             other.bind(("127.0.0.1", 0))  # bound, not listening
             assert listening(os.getpid(), own_cgroup, "tcp", (port, other.getsockname()[1])) is False
+        assert listening(os.getpid(), own_cgroup, "udp", (port,)) is False
     assert listening(os.getpid(), "0123456789abcdef" * 4, "tcp", (port,)) is None  # not that container's process
     assert listening(0, own_cgroup, "tcp", (port,)) is None
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind(("127.0.0.1", 0))
         assert listening(os.getpid(), own_cgroup, "udp", (udp.getsockname()[1],)) is True
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="entering a network namespace needs root")
+def test_listening_reads_the_sockets_of_the_processes_own_network_namespace() -> None:
+    """A container's ports are in its own network namespace: what listens there is seen, what listens in ours
+    (the same port number) is not, as for a container's process."""
+    own_cgroup = Path("/proc/self/cgroup").read_text().strip().splitlines()[0]
+    listener = "import socket, sys\ns = socket.socket(); s.bind(('', 0)); s.listen()\n" \
+               "print(s.getsockname()[1], flush=True); sys.stdin.read()"
+    with subprocess.Popen(["unshare", "--net", sys.executable, "-c", listener], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as child:
+        try:
+            port = int(child.stdout.readline())
+            assert listening(child.pid, own_cgroup, "tcp", (port,)) is True
+            with socket.socket() as ours:
+                ours.bind(("127.0.0.1", 0))
+                ours.listen()
+                assert listening(child.pid, own_cgroup, "tcp", (ours.getsockname()[1],)) is False
+                assert listening(os.getpid(), own_cgroup, "tcp", (ours.getsockname()[1],)) is True
+        finally:
+            child.stdin.close()
+            child.wait(timeout=10)

@@ -30,6 +30,7 @@ from mailstack.errors import CommandError, MailstackError, NotReady, PortTaken, 
 from mailstack.production import render as production_render
 from mailstack.production.plan import Plan
 from mailstack.settings import Settings, image_tag, stack_files_dir
+from mailstack.stack.netns import host_probe, listening, runs_in
 from mailstack.world import network as world_network
 from mailstack.world import state as world_state
 
@@ -58,9 +59,10 @@ HEALTHCHECK = ["/usr/local/bin/healthcheck.sh"]
 # failure logs errors and lengthens Dovecot's SQL reconnect delay. Probed once MariaDB is ready.
 PROBE_AFTER = {"dovecot": "mysql"}
 # What each service's health check needs listening first (its first test, or what it connects to): while the
-# engine runs on this machine these are read from the host, in the container's /proc/<pid>/net, at no cost; a
-# probe (`docker exec` of the check: ~0.3 s and a share of both cores while six containers start) runs only once
-# they listen. (protocol, ports)
+# engine runs on this machine these are asked from the host (stack/netns.py: a sock_diag dump in the
+# container's network namespace, microseconds); the probe runs only once they listen: from the host too for
+# the checks that only talk to their own ports (netns.HOST_PROBES), else by `docker exec` of the check (~0.3 s
+# and a share of both cores while six containers start). (protocol, ports)
 LISTEN_FIRST: dict[str, tuple[str, tuple[int, ...]]] = {
     "mysql": ("tcp", (3306,)),
     "dovecot": ("tcp", (993, 995, 4190)),
@@ -803,10 +805,11 @@ class Stack:
             while not stop.is_set():
                 if gate in ready and not ready[gate].is_set():
                     ok, last = False, f"waiting for {gate}"  # its probe would only fail (and log errors)
-                elif ports and listening(pids.get(service, 0), container.id, protocol, ports) is False:
+                elif ports and (seen := listening(pids.get(service, 0), container.id, protocol, ports)) is False:
                     ok, last = False, f"{protocol} {', '.join(map(str, ports))} not listening yet"
-                else:
-                    ok, last = self.probe(service, container.id)
+                else:  # the health check from the host where it can (stack/netns.py), else by docker exec
+                    asked = host_probe(service, pids.get(service, 0), container.id) if ports and seen else None
+                    ok, last = asked if asked is not None else self.probe(service, container.id)
                 if ok:
                     if report:
                         report(f"{service} ready")
@@ -815,7 +818,9 @@ class Stack:
                         then[service]()
                     return
                 now = time.monotonic()
-                if now >= next_state_check:  # a dead container will never pass: say so at once
+                # A dead container will never pass: say so at once. While its main process lives (seen in this
+                # machine's /proc, where the engine runs here) it is running: no `docker inspect` needed.
+                if now >= next_state_check and not runs_in(pids.get(service, 0), container.id):
                     next_state_check = now + 0.5
                     state = self._state(container)
                     with suppress(DockerException, AttributeError):
@@ -855,27 +860,6 @@ class Stack:
         except CommandError:
             return ""
         return "last log lines:\n" + tail(text, lines) if text.strip() else ""
-
-
-def listening(pid: int, container_id: str, protocol: str, ports: Sequence[int]) -> bool | None:
-    """Whether every port listens in the container whose main process is `pid`, read from the host in its
-    /proc/<pid>/net; None when this machine cannot tell (the engine runs elsewhere: Docker Desktop, DOCKER_HOST;
-    no access; the process is not that container's), and the caller asks the container itself."""
-    try:
-        if not pid or not container_id or container_id not in Path(f"/proc/{pid}/cgroup").read_text():
-            return None
-        tables = [Path(f"/proc/{pid}/net/{name}") for name in (protocol, f"{protocol}6")]
-        text = "".join(table.read_text() for table in tables if table.exists())
-    except OSError:
-        return None
-    wanted = "0A" if protocol == "tcp" else "07"  # TCP LISTEN; a bound, unconnected UDP socket
-    found = set()
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 3 and fields[3] == wanted and ":" in fields[1]:
-            with suppress(ValueError):
-                found.add(int(fields[1].rpartition(":")[2], 16))
-    return all(port in found for port in ports)
 
 
 def _suggest(port: int) -> int:
