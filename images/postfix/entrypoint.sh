@@ -20,13 +20,22 @@ cat /proc/sys/kernel/hostname > /etc/mailname
 # from the same files). myhostname is Postfix's default: the container's hostname (compose sets it).
 install -m 0644 /usr/share/mailstack/postfix/main.cf /usr/share/mailstack/postfix/master.cf /etc/postfix/
 settle+=(/etc/postfix/main.cf /etc/postfix/master.cf)
+# main.cf settings are collected and written by one `postconf -e` (each call parses all of main.cf and its
+# defaults: ~15 ms of CPU, while the whole stack starts on two cores), in order; edit() writes them before
+# any other kind of postconf call, and at the end.
+main_cf=()
+edit() {
+  (( ${#main_cf[@]} == 0 )) || postconf -e "${main_cf[@]}" || return
+  main_cf=()
+  (( $# == 0 )) || postconf "$@"
+}
 if [[ "${MAILSTACK_FAST_RETRY:-0}" == 1 ]]; then
   # Tests: retry deferred mail within seconds instead of Postfix's minutes.
-  postconf -e queue_run_delay=1s minimal_backoff_time=1s maximal_backoff_time=4s
+  main_cf+=(queue_run_delay=1s minimal_backoff_time=1s maximal_backoff_time=4s)
 fi
 if [[ "${MAILSTACK_FAST_REFUSALS:-0}" == 1 ]]; then
   # Disposable stacks: a refused command is answered at once (Dovecot's side: auth_failure_delay = 0).
-  postconf -e smtpd_error_sleep_time=0
+  main_cf+=(smtpd_error_sleep_time=0)
 fi
 
 # Every client on the host reaches the published ports from the Docker bridge gateway (Docker's proxy
@@ -37,22 +46,26 @@ fi
 gateway_hex=$(awk '$2 == "00000000" { print $3; exit }' /proc/net/route)
 if [[ "$gateway_hex" =~ ^[0-9A-Fa-f]{8}$ ]]; then
   gateway=$(printf '%d.%d.%d.%d' "0x${gateway_hex:6:2}" "0x${gateway_hex:4:2}" "0x${gateway_hex:2:2}" "0x${gateway_hex:0:2}")
-  postconf -e "smtpd_client_event_limit_exceptions=\$mynetworks ${gateway}"
+  main_cf+=("smtpd_client_event_limit_exceptions=\$mynetworks ${gateway}")
 else
   log "no default route: anvil limits apply to every client"
 fi
 
 # Settings the orchestrator rendered for this stack (a schema flavour's lookup tables, a production
-# server's settings): one postconf call per line, "FLAG<TAB>ARGUMENT", applied in order.
+# server's settings): a postconf call per line, "FLAG<TAB>ARGUMENT", applied in order (consecutive -e lines
+# in one call).
 overrides=/run/mailstack/postfix/postconf.overrides
 if [[ -r "$overrides" ]]; then
-  line=0
+  line=0 pending=
   while IFS=$'\t' read -r flag argument || [[ -n "$flag" ]]; do
     line=$((line + 1))
     case "$flag" in
       ''|'#'*) ;;
-      -e|-X|-M|-MX|-P|-PX)
-        postconf "$flag" "$argument" || { log "$overrides:$line: postconf $flag refused '$argument'"; exit 1; } ;;
+      -e) main_cf+=("$argument"); pending+="${pending:+, }$line" ;;
+      -X|-M|-MX|-P|-PX)
+        edit || { log "$overrides: postconf -e refused a setting of line(s) ${pending:-?} (or of this image's)"; exit 1; }
+        pending=
+        edit "$flag" "$argument" || { log "$overrides:$line: postconf $flag refused '$argument'"; exit 1; } ;;
       *) log "$overrides:$line: unknown flag '$flag'"; exit 1 ;;
     esac
   done < "$overrides"
@@ -62,12 +75,12 @@ if [[ "${MAILSTACK_WORLD:-0}" == 1 ]]; then
   # mail, SPF/DKIM/DMARC verdicts and spam scores, GTUBE and DMARC p=reject refused); while it cannot be
   # reached mail is refused with 451, never accepted unchecked. Outbound mail goes to the MX the stack's
   # DNS names (the outside MX) over TLS verified against the stack's CA.
-  postconf -e smtpd_milters=unix:/milter/rspamd.sock milter_default_action=tempfail milter_protocol=6 \
-    smtp_tls_security_level=verify smtp_tls_CAfile=/run/mailstack/tls/ca.crt smtp_tls_loglevel=1
+  main_cf+=(smtpd_milters=unix:/milter/rspamd.sock milter_default_action=tempfail milter_protocol=6
+    smtp_tls_security_level=verify smtp_tls_CAfile=/run/mailstack/tls/ca.crt smtp_tls_loglevel=1)
   # Mail the stack itself makes (Sieve's vacation replies, redirects, reject notices, from Dovecot's
   # fixed address): may go to any domain, from that address only; not published on the host.
   [[ "${MAILSTACK_DOVECOT_IP:-}" =~ ^[0-9.]+$ ]] || { log "MAILSTACK_DOVECOT_IP must be an IPv4 address"; exit 1; }
-  postconf -M "10025/inet=10025 inet n - y - - smtpd"
+  edit -M "10025/inet=10025 inet n - y - - smtpd"
   postconf -P "10025/inet/syslog_name=postfix/internal" "10025/inet/mynetworks=${MAILSTACK_DOVECOT_IP}/32" \
     "10025/inet/smtpd_client_restrictions=permit_mynetworks,reject" \
     "10025/inet/smtpd_relay_restrictions=permit_mynetworks,reject" \
@@ -86,16 +99,17 @@ if [[ "${MAILSTACK_LMTP_AUTH_TCP:-0}" == 1 ]]; then
   # timeout the recipient gets DUNNO, as with no socket), LMTP's connect 10 s (then the mail is deferred).
   dovecot=${MAILSTACK_DOVECOT_INTERNAL:-}
   [[ "$dovecot" =~ ^[A-Za-z0-9][A-Za-z0-9.-]*$ ]] || { log "MAILSTACK_LMTP_AUTH_TCP=1 needs MAILSTACK_DOVECOT_INTERNAL (Dovecot's internal host name)"; exit 1; }
-  postconf -e lmtp_host_lookup=native lmtp_connect_timeout=10s "virtual_transport=lmtp:inet:${dovecot}:24" \
-    lmtp_delivery_status_filter=regexp:/usr/share/mailstack/postfix/lmtp-dsn-filter.regexp \
-    "smtpd_sasl_path=inet:${dovecot}:12345" \
-    "quota_status_check=check_policy_service { inet:${dovecot}:12340, timeout=5s, default_action=DUNNO, try_limit=1 }"
+  main_cf+=(lmtp_host_lookup=native lmtp_connect_timeout=10s "virtual_transport=lmtp:inet:${dovecot}:24"
+    lmtp_delivery_status_filter=regexp:/usr/share/mailstack/postfix/lmtp-dsn-filter.regexp
+    "smtpd_sasl_path=inet:${dovecot}:12345"
+    "quota_status_check=check_policy_service { inet:${dovecot}:12340, timeout=5s, default_action=DUNNO, try_limit=1 }")
 fi
 if [[ "${MAILSTACK_MAILBOX_FEATURES:-1}" == 0 ]]; then
   # No quota-status policy at RCPT (Dovecot runs without its quota plugin); after the overrides, which may
   # name the flavour's quota map.
-  postconf -e quota_limited_check= quota_status_check= smtpd_restriction_classes=
+  main_cf+=(quota_limited_check= quota_status_check= smtpd_restriction_classes=)
 fi
+edit || { log "postconf -e refused a setting of this start (${overrides}'s -e lines, this image's): see above"; exit 1; }
 
 # Postfix re-reads a config file modified within the last second, "pausing to let it settle" for a
 # second or two in every process that opens it (dict_load_file). Backdate what this start wrote.
