@@ -322,7 +322,7 @@ class MailStack:
             # Ports of 0 are chosen here, not by Docker at each start: they survive a service's restart.
             requested = self.settings.model_copy(
                 update={f"{name}_port": port for name, port in self._requested_ports.items()})
-            stack = self._stack = Stack(pin_free_ports(requested))
+            stack = self._stack = Stack(pin_free_ports(requested), network_of=stack)
             try:
                 self._database = _bring_up(stack, seed, self.report, provision_host=not images and attempt == 1,
                                            build=not images and attempt == 1, tear_down=not self._owned,

@@ -236,3 +236,19 @@ def test_the_host_probes_agree_with_the_health_checks_and_fail_on_the_wrong_serv
     # process): None, and wait_ready asks the container itself
     assert netns.host_probe("mysql", pids["dns"], ids["dns"]) is None
     assert netns.host_probe("postfix", pids["postfix"], ids["mysql"]) is None
+
+
+def test_rspamd_starts_from_the_hyperscan_cache_built_into_its_image(world: MailStack) -> None:
+    """Rspamd 3.4 writes every multipattern database back to its cache after loading it (40 MB for the
+    public-suffix list, every start) unless hs-cache-pin.sh's placeholders stop it, and deserializes them into
+    new .unser files unless the image has them: after this stack's start, the cache is as the image built it."""
+    container = world.stack.container("rspamd")
+    container.reload()
+    started = container.state.started_at.timestamp()
+    stat = world.stack.exec("rspamd", ["find", "/var/lib/rspamd", "-maxdepth", "1", "-name", "*.hsmp*",
+                                       "-printf", "%f %T@\\n"]).stdout.decode().split("\n")
+    mtimes = {name: float(when) for name, when in (line.split() for line in stat if line.strip())}
+    assert any(name.endswith(".hsmp") for name in mtimes), "no multipattern database in the image's cache"
+    assert any(name.endswith(".hsmp.unser") for name in mtimes), "no deserialized copy in the image's cache"
+    written = sorted(name for name, when in mtimes.items() if when >= started)
+    assert written == [], f"written at this start: {written}"

@@ -220,14 +220,21 @@ def pin_free_ports(settings: Settings) -> Settings:
 class Stack:
     """One compose project. Construct with resolved Settings; nothing here reads the environment."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, network_of: Stack | None = None) -> None:
+        """network_of: a Stack of the same project constructed just before (the same start with other ports),
+        whose world network this one takes instead of asking Docker again."""
         self.settings = settings
         self.files = stack_files_dir()
         self.tag = image_tag(self.files)
         self._by_service: dict[str, Container] = {}
         self.services = (SERVICES + (WORLD_SERVICES if settings.world else ())
                          + (WEBMAIL_SERVICES if settings.webmail else ()))
-        self.network = self._world_network() if settings.world else None
+        self._subnet_checked = False  # against Docker's networks by this process, just now (_pick_subnet)
+        if network_of is not None and settings.world and network_of.network is not None:
+            self.network: world_network.StackNetwork | None = network_of.network
+            self._subnet_checked = network_of._subnet_checked
+        else:
+            self.network = self._world_network() if settings.world else None
         self.backend = self._backend_subnet() if settings.lmtp_auth_tcp else None
         self.docker = self._client()
 
@@ -355,13 +362,14 @@ class Stack:
                 if subnet not in refused:
                     return world_network.stack_network(subnet)
         subnet = world_network.pick_subnet([*others, *refused], seed=self.settings.project)
+        self._subnet_checked = True
         return world_network.stack_network(subnet)
 
     def check_subnet(self) -> bool:
         """Before compose creates the network: a remembered subnet another network took meanwhile is given up
         for a free one (the world's files are rendered for the new addresses by the caller). True: it moved."""
-        if self.network is None or self.settings.world_subnet:
-            return False
+        if self.network is None or self.settings.world_subnet or self._subnet_checked:
+            return False  # a subnet picked just now is free (or compose's create says so: _create tries another)
         mine, others = self._networks()
         subnet = str(self.network.subnet)
         if subnet not in mine and any(self.network.subnet.overlaps(ipaddress.ip_network(o, strict=False))
