@@ -60,8 +60,8 @@ HEALTHCHECK = ["/usr/local/bin/healthcheck.sh"]
 PROBE_AFTER = {"dovecot": "mysql"}
 # What each service's health check needs listening first (its first test, or what it connects to): while the
 # engine runs on this machine these are asked from the host (stack/netns.py: a sock_diag dump in the
-# container's network namespace, microseconds); the probe runs only once they listen: from the host too for
-# the checks that only talk to their own ports (netns.HOST_PROBES), else by `docker exec` of the check (~0.3 s
+# container's network namespace, microseconds); the probe runs only once they listen: the check's own
+# conversation from the host too where netns.HOST_PROBES has it, else by `docker exec` of the check (~0.3 s
 # and a share of both cores while six containers start). (protocol, ports)
 LISTEN_FIRST: dict[str, tuple[str, tuple[int, ...]]] = {
     "mysql": ("tcp", (3306,)),

@@ -190,7 +190,8 @@ def sql_tables(pid: int, container_id: str) -> tuple[bool, str] | None:
     if sock is None:
         return None
     connection = pymysql.connect(user=client.get("client", "user", fallback=""), ssl_disabled=True,
-                                 password=client.get("client", "password", fallback=""), defer_connect=True)
+                                 password=client.get("client", "password", fallback=""), defer_connect=True,
+                                 read_timeout=PROBE_TIMEOUT, write_timeout=PROBE_TIMEOUT)
     try:
         connection.connect(sock)
         with connection.cursor() as cursor:
@@ -209,11 +210,14 @@ def userdb_lookup(pid: int, container_id: str) -> tuple[bool, str] | None:
     """images/dovecot/healthcheck.sh (993, 995, 4190 first): a user lookup through SQL answers (found or not
     found; a failure is an SQL error), over the auth-userdb socket `doveadm user` uses, reached through the
     container's root."""
-    if not runs_in(pid, container_id):
+    userdb = Path(f"/proc/{pid}/root/run/dovecot/auth-userdb")
+    # Made by Dovecot's master with its listeners (LISTEN_FIRST has seen those); absent: another base_dir (a
+    # production copy's configuration), which only the script, by docker exec, knows.
+    if not runs_in(pid, container_id) or not userdb.is_socket():
         return None
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(PROBE_TIMEOUT)
-        sock.connect(f"/proc/{pid}/root/run/dovecot/auth-userdb")
+        sock.connect(str(userdb))
         sock.sendall(b"VERSION\t1\t0\nUSER\t1\thealthcheck@mailstack.invalid\tservice=doveadm\n")
         with sock.makefile("rb") as replies:
             for raw in replies:
