@@ -63,7 +63,7 @@ if [[ -r "$overrides" ]]; then
       ''|'#'*) ;;
       -e) main_cf+=("$argument"); pending+="${pending:+, }$line" ;;
       -X|-M|-MX|-P|-PX)
-        edit || { log "$overrides: postconf -e refused a setting of line(s) ${pending:-?} (or of this image's)"; exit 1; }
+        edit || { log "$overrides: postconf -e refused a setting of line(s) ${pending:-?} or of this image"; exit 1; }
         pending=
         edit "$flag" "$argument" || { log "$overrides:$line: postconf $flag refused '$argument'"; exit 1; } ;;
       *) log "$overrides:$line: unknown flag '$flag'"; exit 1 ;;
@@ -91,8 +91,9 @@ if [[ "${MAILSTACK_LMTP_AUTH_TCP:-0}" == 1 ]]; then
   # Postfix and Dovecot share; after the overrides, which name the unix sockets (a production copy's too).
   # The LMTP client looks the name up as the rest of the system does (native: /etc/hosts, where compose
   # writes Dovecot's fixed address, then DNS with resolv.conf's search list, which a Kubernetes Service's
-  # short name needs). A name that does not resolve would bounce the mail (5.4.4), not defer it: it must
-  # resolve while Dovecot is down too (compose: /etc/hosts; Kubernetes: a ClusterIP Service, never headless);
+  # short name needs). A name that does not resolve would bounce the mail (5.3.0 with native lookups, 5.4.4
+  # with dns), not defer it: it must resolve while Dovecot is down too (compose: /etc/hosts; Kubernetes: a
+  # ClusterIP Service, never headless);
   # where it cannot (Docker Swarm's dnsrr alias), lmtp-dsn-filter.regexp turns that bounce into a deferral.
   # A socket fails at once when Dovecot is gone; a TCP connect to a vanished address hangs until its timeout
   # (measured: 35-100 s, the policy client's default is 100 s): quota-status gets 5 s (it answers in ms; on a
@@ -109,7 +110,7 @@ if [[ "${MAILSTACK_MAILBOX_FEATURES:-1}" == 0 ]]; then
   # name the flavour's quota map.
   main_cf+=(quota_limited_check= quota_status_check= smtpd_restriction_classes=)
 fi
-edit || { log "postconf -e refused a setting of this start (${overrides}'s -e lines, this image's): see above"; exit 1; }
+edit || { log "postconf -e refused a setting of this start (the overrides' -e lines, this image's): see above"; exit 1; }
 
 # Postfix re-reads a config file modified within the last second, "pausing to let it settle" for a
 # second or two in every process that opens it (dict_load_file). Backdate what this start wrote.
