@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 from mailstack.errors import MailstackError
@@ -14,6 +14,13 @@ from mailstack.stack import Stack
 
 QUEUE_ID = re.compile(r"^[0-9A-Za-z]{6,20}$")  # short (hex) or long (hash_queue_names-free) queue ids
 ACTIONS = {"hold": "-h", "release": "-H", "delete": "-d", "requeue": "-r"}
+# postsuper -h moves a file out of the active queue too, but qmgr keeps the message it read from there in memory
+# and goes on delivering it. Released while qmgr still has it, the file is read into the active queue a second
+# time: two in-core copies of one message; measured on Postfix 3.7, mail was removed undelivered, delivered twice,
+# and qmgr aborted ("panic: qmgr_job_free: non-zero recipient count"). qmgr holds in memory only what is in the
+# active queue (it renames a file there before reading it, and frees its copy once it has moved it out), so holding
+# only from these queues never races with it.
+HOLDABLE_QUEUES = ("incoming", "deferred")
 
 
 @dataclass(frozen=True)
@@ -70,30 +77,64 @@ class Queue:
         """Attempt delivery of every deferred message now."""
         self.stack.exec("postfix", ["postqueue", "-f"])
 
-    def act(self, action: str, queue_ids: Iterable[str] = (), everything: bool = False) -> int:
-        """hold / release / delete / requeue the given messages (or all); returns how many were affected."""
+    def act(self, action: str, queue_ids: Iterable[str] = (), everything: bool = False,
+            notice: Callable[[str], None] | None = None) -> int:
+        """hold / release / delete / requeue the given messages (or all); returns how many were affected.
+
+        hold leaves alone what is in the active queue (Postfix is delivering it: see HOLDABLE_QUEUES): named ids
+        there are refused before anything changes; with everything=True, or when a message went active meanwhile,
+        notice() is told which were not held (run hold again once they have left the active queue)."""
         flag = ACTIONS[action]
         ids = list(dict.fromkeys(queue_ids))
         if everything == bool(ids):
             raise MailstackError(f"queue {action}: give queue ids or --all (not both)",
                                  "`mailstack queue list` shows the ids")
         if not everything:
-            self._known(ids)
+            entries = self._known(ids)
+            if action == "hold":
+                self._refuse_active([i for i in ids if entries[i] == "active"])
         argv = ["postsuper", flag, "-"] if not everything else ["postsuper", flag, "ALL"]
+        if action == "hold":
+            argv += HOLDABLE_QUEUES
         result = self.stack.exec("postfix", argv, input="".join(f"{i}\n" for i in ids).encode() if ids else None)
         # postsuper reports on stderr, e.g. "postsuper: Placed on hold: 2 messages"
         said = result.stderr.decode(errors="replace")
         counts = [int(n) for n in re.findall(r": (\d+) messages?", said)]
+        if action == "hold" and notice is not None:
+            wanted = set(ids)
+            busy = sorted(e.queue_id for e in self.entries()
+                          if e.queue_name == "active" and (everything or e.queue_id in wanted))
+            if busy:
+                notice(f"not held: {len(busy)} message(s) in the active queue ({_some(busy)}): Postfix is "
+                       "delivering them now, and holding a message mid-delivery can lose it; hold again once "
+                       "they have left the active queue (`mailstack queue list`)")
         return sum(counts)
 
-    def _known(self, queue_ids: list[str]) -> None:
+    @staticmethod
+    def _refuse_active(active: list[str]) -> None:
+        if active:
+            raise MailstackError(
+                f"cannot hold {_some(active)} now: in the active queue (Postfix is delivering "
+                f"{'it' if len(active) == 1 else 'them'}; holding a message mid-delivery can lose it)",
+                "try again once it has left the active queue (`mailstack queue list`: delivered, or deferred); "
+                "nothing was changed")
+
+    def _known(self, queue_ids: list[str]) -> dict[str, str]:
+        """Every id is a queued message's (else one error, nothing changed); returns id -> queue name."""
         bad = [i for i in queue_ids if not QUEUE_ID.match(i)]
         if bad:
             raise MailstackError(f"not a queue id: {bad[0]!r}", "queue ids look like 4F2C21A0B3; "
                                  "`mailstack queue list` shows them")
-        present = {entry.queue_id for entry in self.entries()}
+        present = {entry.queue_id: entry.queue_name for entry in self.entries()}
         missing = [i for i in queue_ids if i not in present]
         if missing:
             raise MailstackError(f"no message {missing[0]} in the queue" + (
                 f" (and {len(missing) - 1} more unknown id(s))" if len(missing) > 1 else ""),
                 "`mailstack queue list` shows what is queued; nothing was changed")
+        return present
+
+
+def _some(queue_ids: list[str], shown: int = 3) -> str:
+    """A few queue ids for a message: "A, B, C and 4 more"."""
+    more = len(queue_ids) - shown
+    return ", ".join(queue_ids[:shown]) + (f" and {more} more" if more > 0 else "")

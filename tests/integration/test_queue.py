@@ -104,3 +104,60 @@ def test_requeue_and_delete_all(stack: MailStack) -> None:
     with stack.imap(user) as client:
         client.select_folder("INBOX", readonly=True)
         assert client.search(["SUBJECT", subjects[0]]) == []
+
+
+def test_hold_and_release_during_delivery_attempts_deliver_every_message_once(stack: MailStack) -> None:
+    """hold --all and release --all while qmgr has the messages in the active queue, their LMTP deliveries in
+    flight (Dovecot frozen: connected, no greeting yet). postsuper -h takes files out of the active queue that
+    qmgr still holds in memory; released, they were read a second time: on Postfix 3.7 mail was removed
+    undelivered or delivered twice and qmgr aborted. Every message arrives exactly once."""
+    user = stack.add_user()
+    count = 20
+    subjects = queued_while_dovecot_is_down(stack, user, count, lambda _: run(stack, "queue", "hold", "--all"))
+    assert sorted(e.queue_name for e in stack.queue()) == ["hold"] * count  # deferred mail is held
+    dovecot = stack.stack.container("dovecot")
+    dovecot.pause()
+    try:
+        assert run(stack, "queue", "release", "--all").exit_code == 0
+        run(stack, "queue", "flush")
+        assert wait_for(lambda: [e.queue_name for e in stack.queue()] == ["active"] * count, timeout=20), \
+            stack.queue()
+        held = run(stack, "queue", "hold", "--all")
+        released = run(stack, "queue", "release", "--all")
+        # Before the deliveries go on: qmgr's next scan of the deferred queue (queue_run_delay = 1s here) has read
+        # again whatever was released (back to active, or to incoming for a minute when an agent still has it).
+        assert wait_for(lambda: all(e.queue_name != "deferred" for e in stack.queue()), timeout=20), stack.queue()
+    finally:
+        dovecot.unpause()
+    delivered: dict[str, int] = {}
+
+    def settled() -> bool:
+        with stack.imap(user) as client:
+            client.select_folder("INBOX", readonly=True)
+            delivered.update({s: len(client.search(["SUBJECT", s])) for s in subjects})
+        return all(delivered.values()) and stack.queue() == []
+
+    assert wait_for(settled, timeout=45, interval=0.5), (delivered, stack.queue())
+    assert delivered == dict.fromkeys(subjects, 1)
+    assert held.exit_code == 0 and "placed on hold: 0 message(s)" in held.stderr, held.output
+    assert f"not held: {count} message(s) in the active queue" in held.stderr, held.output
+    assert released.exit_code == 0 and "released from hold: 0 message(s)" in released.stderr, released.output
+
+
+def test_hold_refuses_a_message_in_the_active_queue(stack: MailStack) -> None:
+    user = stack.add_user()
+    dovecot = stack.stack.container("dovecot")
+    dovecot.pause()  # its delivery attempt waits for Dovecot's greeting: the message stays in the active queue
+    try:
+        subject = f"active-{uuid.uuid4().hex[:8]}"
+        stack.send(None, to=user.address, subject=subject)
+        assert wait_for(lambda: [e.queue_name for e in stack.queue()] == ["active"], timeout=20), stack.queue()
+        queue_id = stack.queue()[0].queue_id
+        refused = run(stack, "queue", "hold", queue_id)
+        assert [e.queue_name for e in stack.queue()] == ["active"]
+    finally:
+        dovecot.unpause()
+    assert refused.exit_code == 1 and f"cannot hold {queue_id} now: in the active queue" in refused.stderr, \
+        refused.output
+    assert stack.wait_for_message(user, subject=subject, timeout=20)
+    assert wait_for(lambda: stack.queue() == [])

@@ -54,7 +54,7 @@ def queue_flush(ctx: typer.Context) -> None:
 
 def _queue_action(action: str, done: str) -> Callable[..., None]:
     def command(ctx: typer.Context, queue_ids: QueueIdsArg = None, everything: AllOpt = False) -> None:
-        count = _queue(ctx).act(action, queue_ids or [], everything)
+        count = _queue(ctx).act(action, queue_ids or [], everything, notice=lambda text: report(f"notice: {text}"))
         report(f"{done}: {count} message(s)")
     command.__doc__ = f"{action.capitalize()} queued messages (postsuper): the given ids, or --all."
     return command
