@@ -210,11 +210,14 @@ def userdb_lookup(pid: int, container_id: str) -> tuple[bool, str] | None:
     """images/dovecot/healthcheck.sh (993, 995, 4190 first): a user lookup through SQL answers (found or not
     found; a failure is an SQL error), over the auth-userdb socket `doveadm user` uses, reached through the
     container's root."""
-    userdb = Path(f"/proc/{pid}/root/run/dovecot/auth-userdb")
-    # Made by Dovecot's master with its listeners (LISTEN_FIRST has seen those); absent: another base_dir (a
-    # production copy's configuration), which only the script, by docker exec, knows.
-    if not runs_in(pid, container_id) or not userdb.is_socket():
+    base_dir = Path(f"/proc/{pid}/root/run/dovecot")
+    userdb = base_dir / "auth-userdb"
+    if not runs_in(pid, container_id):
         return None
+    if not userdb.is_socket():
+        # Dovecot's master makes it moments after its inet listeners. Without master.pid beside it, this is
+        # another base_dir (a production copy's configuration), which only the script, by docker exec, knows.
+        return (False, "auth-userdb not there yet") if (base_dir / "master.pid").exists() else None
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(PROBE_TIMEOUT)
         sock.connect(str(userdb))
