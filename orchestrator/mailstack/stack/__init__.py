@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,7 @@ from mailstack.production import render as production_render
 from mailstack.production.plan import Plan
 from mailstack.settings import Settings, image_tag, stack_files_dir
 from mailstack.stack.netns import host_probe, listening, runs_in
+from mailstack.world import dkim
 from mailstack.world import network as world_network
 from mailstack.world import state as world_state
 
@@ -237,6 +238,7 @@ class Stack:
             self.network = self._world_network() if settings.world else None
         self.backend = self._backend_subnet() if settings.lmtp_auth_tcp else None
         self.docker = self._client()
+        self._world_files: Future[bool] | None = None  # prepare()'s rendering, done by the time containers start
 
     def _client(self) -> DockerClient:
         settings = self.settings
@@ -393,6 +395,7 @@ class Stack:
         """State directory: secrets, TLS material and the rendered SQL configs. Idempotent. With a production
         plan its files replace the flavour's; a stack once made from one keeps them at a plain start."""
         s = self.settings
+        domains = list(domains)
         s.state_dir.mkdir(parents=True, exist_ok=True)
         creds = secrets.ensure_secrets(s.state_dir / "secrets")
         self._remember_backend()
@@ -401,7 +404,14 @@ class Stack:
             # the domains of last time and the seed's: the DNS and rspamd start with their records and keys
             self.remember_subnet()
             remembered = world_state.remembered_domains(world_state.WorldPaths.of(s))
-            world_state.render(s, self.network, [*remembered, *domains])
+            # Its DKIM keys (RSA 2048: 0.02-0.15 s each) are made while compose creates the containers; the
+            # directories compose mounts exist before it runs, and a domain that is none is refused here, as before.
+            world_state.make_directories(s)
+            for name in domains:
+                dkim.normalize_domain(name)
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailstack-world-files")
+            self._world_files = pool.submit(world_state.render, s, self.network, [*remembered, *domains])
+            pool.shutdown(wait=False)  # the rendering goes on; its thread ends with it
         else:  # started without its world (again): the other commands see it so (adopt_started)
             (s.config_dir / WORLD_SUBNET_FILE).unlink(missing_ok=True)
         if s.webmail:  # its secret, and the autoconfiguration for the published ports
@@ -489,6 +499,7 @@ class Stack:
         self.forget_containers()
         try:
             self._create()
+            self.world_files_ready()
             ids = self._service_ids()
             self._by_service.update({service: self._handle(cid) for service, cid in ids.items()})
             # One `docker start` per container, concurrently: the CLI starts a list one after the other.
@@ -508,6 +519,7 @@ class Stack:
         network since it was chosen (a stack starting beside this one): then another, and again."""
         if self.network is not None:
             if self.check_subnet():  # prepare() rendered the world's files for the old addresses
+                self.world_files_ready()
                 world_state.render(self.settings, self.network)
         else:
             self._remove_world_containers()
@@ -529,7 +541,14 @@ class Stack:
                 if self.network is None:
                     raise
                 self.repick_subnet(refused=[str(self.network.subnet)])
+                self.world_files_ready()
                 world_state.render(self.settings, self.network)
+
+    def world_files_ready(self) -> None:
+        """Wait for prepare()'s rendering of the world's files (its failure is raised here)."""
+        pending, self._world_files = self._world_files, None
+        if pending is not None:
+            pending.result()
 
     def _remove_world_containers(self) -> None:
         """A stack started without its world after one with it: compose recreates the network (its subnet is no

@@ -63,14 +63,20 @@ def domain_records(settings: Settings, network: StackNetwork, domain: str, paths
     return records
 
 
-def render(settings: Settings, network: StackNetwork, domains: Iterable[str] | None = None) -> bool:
-    """Write the world's files for these local domains (None: the ones rendered last time). Returns whether
-    the DNS records changed. Idempotent: keys and certificates are made only when missing."""
+def make_directories(settings: Settings) -> WorldPaths:
+    """The world's directories (the containers mount them), the DKIM one owner-only."""
     paths = WorldPaths.of(settings)
-    for directory in (paths.dns_dir, paths.outbound_dir):
+    for directory in (paths.dns_dir, paths.outbound_dir, paths.outside_tls_dir):
         directory.mkdir(parents=True, exist_ok=True)
     paths.dkim_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(paths.dkim_dir, 0o700)
+    return paths
+
+
+def render(settings: Settings, network: StackNetwork, domains: Iterable[str] | None = None) -> bool:
+    """Write the world's files for these local domains (None: the ones rendered last time). Returns whether
+    the DNS records changed. Idempotent: keys and certificates are made only when missing."""
+    paths = make_directories(settings)
     ca = certs.ensure_tls(settings.config_dir / "tls", settings.hostname)
     certs.ensure_named_cert(ca, paths.outside_tls_dir, OUTSIDE_TLS_STEM, world_dns.OUTSIDE_HOST)
     names = sorted({dkim.normalize_domain(d) for d in domains}) if domains is not None else remembered_domains(paths)
