@@ -486,6 +486,18 @@ class Burst(threading.Thread):
             raise self.error
 
 
+@contextlib.contextmanager
+def sending(bursts: list[Burst]) -> Iterator[list[Burst]]:
+    """The bursts' threads running for the block; each finished afterwards (the block failing too)."""
+    for burst in bursts:
+        burst.start()
+    try:
+        yield bursts
+    finally:
+        for burst in bursts:
+            burst.finish()
+
+
 def permanent_refusals(ledger: Ledger) -> list[str]:
     return [f"{e.port} {e.outcome}" for e in list(ledger.events) if e.outcome.status == PERMANENT]
 

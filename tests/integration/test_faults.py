@@ -31,10 +31,12 @@ from helpers import (
     permanent_refusals,
     queued,
     queued_for,
+    sending,
     settle,
     wait_for,
 )
 from mailstack.api import MailStack, User, bring_up
+from mailstack.queue import HOLDABLE_QUEUES
 from mailstack.stack import SERVICES
 
 pytestmark = pytest.mark.integration
@@ -116,8 +118,7 @@ def _restart_and_measure(stack: MailStack, name: str, restart: Callable[[], None
               Burst(stack, ledger, "submission", author.address, [recipient.address], user=author)]
     for burst in bursts:
         burst.connect()
-        burst.start()
-    try:
+    with sending(bursts):
         ledger.wait_until("both ports acknowledge mail",
                           lambda led: all(led.count(ACKNOWLEDGED, b.port) >= 3 for b in bursts))
         started = time.monotonic()
@@ -127,9 +128,6 @@ def _restart_and_measure(stack: MailStack, name: str, restart: Callable[[], None
         ledger.wait_until("both ports acknowledge mail again after the restart",
                           lambda led: all(led.count(ACKNOWLEDGED, b.port, after=ready) >= 3 for b in bursts),
                           timeout=75)
-    finally:
-        for burst in bursts:
-            burst.finish()
 
     refusals = ledger.count(TEMPORARY, after=started) + ledger.count(DROPPED, after=started)
     back = {}
@@ -197,8 +195,7 @@ def test_mariadb_stopped_while_mail_arrives_on_25_and_587(stack: MailStack) -> N
               Burst(stack, ledger, "submission", author.address, [recipient.address], user=author)]
     for burst in bursts:
         burst.connect()  # AUTH now: Dovecot's auth cache then carries the 587 sender's new sessions
-        burst.start()
-    try:
+    with sending(bursts):
         ledger.wait_until("both ports acknowledge mail",
                           lambda led: all(led.count(ACKNOWLEDGED, b.port) >= 3 for b in bursts))
         stopped = time.monotonic()
@@ -211,9 +208,6 @@ def test_mariadb_stopped_while_mail_arrives_on_25_and_587(stack: MailStack) -> N
         ready = time.monotonic()
         ledger.wait_until("both ports acknowledge mail again",
                           lambda led: all(led.count(ACKNOWLEDGED, b.port, after=ready) >= 3 for b in bursts))
-    finally:
-        for burst in bursts:
-            burst.finish()
 
     result = settle(stack, ledger, [recipient])
     during = ledger.count(TEMPORARY, after=stopped, before=ready)
@@ -396,16 +390,14 @@ def test_postfix_restarted_while_delivering_repeats_nothing(stack: MailStack) ->
         # Never the active queue: qmgr keeps its messages in memory, and one held there and released while
         # its delivery attempt still runs (a TCP connect to the stopped Dovecot lasts until its timeout) is
         # removed when that attempt ends (seen: hundreds lost). Deferred and incoming files are only renamed.
-        stack.stack.exec("postfix", ["postsuper", "-h", "ALL", "incoming", "deferred"], check=False)
+        stack.stack.exec("postfix", ["postsuper", "-h", "ALL", *HOLDABLE_QUEUES], check=False)
         return sum(1 for entry in queued_for(stack, [backlog_user.address]) if entry.get("queue_name") == "hold")
 
     assert wait_for(lambda: held() == BACKLOG, timeout=60, interval=0.5), "the backlog could not be held"
     stack.stack.start_service("dovecot")
     stack.stack.wait_ready(["dovecot"])
 
-    for burst in bursts:
-        burst.start()
-    try:
+    with sending(bursts):
         ledger.wait_until("both ports acknowledge mail",
                           lambda led: all(led.count(ACKNOWLEDGED, b.port) >= 3 for b in bursts))
         stack.stack.exec("postfix", ["postsuper", "-H", "ALL"])
@@ -420,9 +412,6 @@ def test_postfix_restarted_while_delivering_repeats_nothing(stack: MailStack) ->
         ready = time.monotonic()
         ledger.wait_until("both ports acknowledge mail again after the restart",
                           lambda led: all(led.count(ACKNOWLEDGED, b.port, after=ready) >= 3 for b in bursts))
-    finally:
-        for burst in bursts:
-            burst.finish()
 
     result = settle(stack, ledger, [backlog_user, recipient])
     log = stack.stack.logs("postfix")
