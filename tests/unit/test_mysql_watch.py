@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 WATCHER = Path(__file__).resolve().parents[2] / "images" / "postfix" / "mysql-watch.sh"
+RUN_A, RUN_B = "7c1c6c4e-cf3a-11f1-9a51-0242ac130002", "80f3b1d2-cf3a-11f1-9a51-0242ac130002"
 
 
 def _reloads(tmp_path: Path, answers: list[str], sleeps: list[str] | None = None) -> list[str]:
-    """Run the watcher over `answers` ("<start> <uptime>" or "down"); the reload reasons it logged."""
+    """Run the watcher over `answers` ("<start> <uptime> [<run id>]" or "down"); the reload reasons it logged."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (tmp_path / "answers").write_text("".join(f"{a}\n" for a in answers))
@@ -55,6 +56,16 @@ def _reloads(tmp_path: Path, answers: list[str], sleeps: list[str] | None = None
     pytest.param(["1000 3", "1005 6", "1005 7"], ["restarted"], id="restart-missed-new-uptime-larger"),
     pytest.param(["1000 5", "x y", "1000 7"], ["is back"], id="garbage-counts-as-down"),
     pytest.param(["1000 5", "hang", "1000 9"], ["is back"], id="a-stalled-probe-counts-as-down"),
+    # with the id of the server's run (the MariaDB image makes one at every start): exact
+    pytest.param([f"1000 5 {RUN_A}", f"1001 6 {RUN_A}", f"1000 8 {RUN_A}"], [], id="run-id-steady"),
+    # the CI failure of the start-time watcher: the old server was killed a second after it started, the
+    # probe missed the outage, and the new server's start time was within the one-second wobble
+    pytest.param([f"1000 1 {RUN_A}", f"1001 2 {RUN_B}", f"1001 4 {RUN_B}"], ["restarted"],
+                 id="run-id-restart-within-a-second-of-the-start"),
+    pytest.param([f"1000 5 {RUN_A}", "down", f"1009 1 {RUN_B}"], ["is back"], id="run-id-outage-seen"),
+    # a map rendered before the id (a production copy not rendered again): start time and uptime tell
+    pytest.param([f"1000 5 {RUN_A}", "1052 3"], ["restarted"], id="run-id-gone-start-time-tells"),
+    pytest.param(["1000 5", f"1000 7 {RUN_A}"], [], id="run-id-new-same-server"),
 ])
 def test_watcher_reloads_postfix_exactly_when_mariadb_came_back(tmp_path: Path, answers: list[str],
                                                                  expected: list[str]) -> None:

@@ -36,11 +36,12 @@ from mailstack.secrets import write_private
 FLAVOURS: dict[str, Flavour] = {f.name: f for f in (DEFAULT, VIRTUAL, POSTFIXADMIN)}
 base._FLAVOURS_WITH.update({name: f.features for name, f in FLAVOURS.items()})
 
-# Not the mail schema: when the server started and its uptime ("<epoch> <seconds>"), read by Postfix's
-# MariaDB watcher (see images/postfix/mysql-watch.sh).
+# Not the mail schema: when the server started, its uptime and the id of this run of it ("<epoch> <seconds>
+# <uuid>"; the MariaDB image's init file makes a new id at every start), read by Postfix's MariaDB watcher (see
+# images/postfix/mysql-watch.sh).
 SERVER_UPTIME_QUERY = (
-    "SELECT CONCAT(UNIX_TIMESTAMP() - VARIABLE_VALUE, ' ', VARIABLE_VALUE) FROM information_schema.GLOBAL_STATUS"
-    " WHERE VARIABLE_NAME = 'UPTIME' AND '%s' = 'uptime'"
+    "SELECT CONCAT(UNIX_TIMESTAMP() - VARIABLE_VALUE, ' ', VARIABLE_VALUE, ' ', (SELECT id FROM mailstack_server.boot"
+    " LIMIT 1)) FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME' AND '%s' = 'uptime'"
 )
 
 
