@@ -38,11 +38,11 @@ GRANT SELECT ON \`$db\`.* TO 'mailreader'@'%';
 -- Not the mail schema: an id of this server's run, new at every start (a MEMORY table is empty after a
 -- restart), which Postfix's MariaDB watcher compares to tell a restart it did not see from a server that
 -- kept running (start time and uptime are whole seconds: a restart within a second of the start hides).
-CREATE DATABASE IF NOT EXISTS mailstack_server;
-CREATE TABLE IF NOT EXISTS mailstack_server.boot (id CHAR(36) NOT NULL) ENGINE=MEMORY;
-DELETE FROM mailstack_server.boot;
-INSERT INTO mailstack_server.boot VALUES (UUID());
-GRANT SELECT ON mailstack_server.boot TO 'mailreader'@'%';
+CREATE DATABASE IF NOT EXISTS server_state;
+CREATE TABLE IF NOT EXISTS server_state.boot (id CHAR(36) NOT NULL) ENGINE=MEMORY;
+DELETE FROM server_state.boot;
+INSERT INTO server_state.boot VALUES (UUID());
+GRANT SELECT ON server_state.boot TO 'mailreader'@'%';
 SQL
   # The mail schema's tables (rendered by the orchestrator from its schema definition; idempotent DDL).
   if [[ -r /run/mailstack/mysql/schema.sql ]]; then

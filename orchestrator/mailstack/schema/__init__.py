@@ -40,7 +40,7 @@ base._FLAVOURS_WITH.update({name: f.features for name, f in FLAVOURS.items()})
 # <uuid>"; the MariaDB image's init file makes a new id at every start), read by Postfix's MariaDB watcher (see
 # images/postfix/mysql-watch.sh).
 SERVER_UPTIME_QUERY = (
-    "SELECT CONCAT(UNIX_TIMESTAMP() - VARIABLE_VALUE, ' ', VARIABLE_VALUE, ' ', (SELECT id FROM mailstack_server.boot"
+    "SELECT CONCAT(UNIX_TIMESTAMP() - VARIABLE_VALUE, ' ', VARIABLE_VALUE, ' ', (SELECT id FROM server_state.boot"
     " LIMIT 1)) FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME' AND '%s' = 'uptime'"
 )
 
