@@ -62,6 +62,20 @@ def queued_while_dovecot_is_down(stack: MailStack, user: User, count: int,
         stack.stack.wait_ready(["dovecot"])
 
 
+def assert_each_delivered_once(stack: MailStack, user: User, subjects: list[str]) -> None:
+    """Once every subject is in the user's INBOX and the queue is empty: each subject is there exactly once."""
+    delivered: dict[str, int] = {}
+
+    def settled() -> bool:
+        with stack.imap(user) as client:
+            client.select_folder("INBOX", readonly=True)
+            delivered.update({s: len(client.search(["SUBJECT", s])) for s in subjects})
+        return all(delivered.values()) and stack.queue() == []
+
+    assert wait_for(settled, timeout=45, interval=0.5), (delivered, stack.queue())
+    assert delivered == dict.fromkeys(subjects, 1)
+
+
 def test_hold_list_show_release_and_deliver(stack: MailStack) -> None:
     user = stack.add_user()
     ids: list[str] = []
@@ -137,16 +151,7 @@ def test_hold_and_release_during_delivery_attempts_deliver_every_message_once(st
         assert wait_for(lambda: all(e.queue_name != "deferred" for e in stack.queue()), timeout=20), stack.queue()
     finally:
         dovecot.unpause()
-    delivered: dict[str, int] = {}
-
-    def settled() -> bool:
-        with stack.imap(user) as client:
-            client.select_folder("INBOX", readonly=True)
-            delivered.update({s: len(client.search(["SUBJECT", s])) for s in subjects})
-        return all(delivered.values()) and stack.queue() == []
-
-    assert wait_for(settled, timeout=45, interval=0.5), (delivered, stack.queue())
-    assert delivered == dict.fromkeys(subjects, 1)
+    assert_each_delivered_once(stack, user, subjects)
     assert held.exit_code == 0 and "placed on hold: 0 message(s)" in held.stderr, held.output
     assert f"not held: {count} message(s) in the active queue" in held.stderr, held.output
     assert released.exit_code == 0 and "released from hold: 0 message(s)" in released.stderr, released.output
@@ -192,13 +197,4 @@ def test_requeue_all_during_delivery_attempts_delivers_every_message_once(stack:
         dovecot.unpause()
     assert requeued.exit_code == 0 and "requeued: 0 message(s)" in requeued.stderr, requeued.output
     assert f"not requeued: {count} message(s) in the active queue" in requeued.stderr, requeued.output
-    delivered: dict[str, int] = {}
-
-    def settled() -> bool:
-        with stack.imap(user) as client:
-            client.select_folder("INBOX", readonly=True)
-            delivered.update({s: len(client.search(["SUBJECT", s])) for s in subjects})
-        return all(delivered.values()) and stack.queue() == []
-
-    assert wait_for(settled, timeout=45, interval=0.5), (delivered, stack.queue())
-    assert delivered == dict.fromkeys(subjects, 1)
+    assert_each_delivered_once(stack, user, subjects)
