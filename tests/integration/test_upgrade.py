@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -30,9 +31,10 @@ from mailstack.stack import Stack
 # migrations: the quota column, alias_domains), and the last landed stop before the webmail, the TCP option
 # and the '%u@%d' map queries (its stacks have the outside world; the upgrade adds the webmail), and the last
 # landed stop before Postfix's draining stop, the LMTP status filter and Dovecot's subnet listen (the upgrade
-# stops the old Postfix the old way and starts the new images on the same volumes and queue).
+# stops the old Postfix the old way and starts the new images on the same volumes and queue), and the last
+# landed stop before MariaDB's run id (its volume gets the server_state database at the new image's first start).
 PREVIOUS_RELEASES = ("c3d5a6e5598c11772c7d4bc637b9c07ad57bb095", "3255465a29f4f9a1d72735bb249c5a916dd7bbd4",
-                     "6da7cb6a6a9f153dea55730707479805e51db4e2")
+                     "6da7cb6a6a9f153dea55730707479805e51db4e2", "56bbb135a09af2217ae700fc2daf4125862aa02f")
 REPOSITORY = Path(__file__).resolve().parents[2]
 SEED = """\
 domains: [upgrade.test]
@@ -159,6 +161,11 @@ def test_a_previous_release_stack_upgrades_in_place_and_keeps_everything(
             assert cursor.fetchone() == (0,)
     finally:
         connection.close()
+
+    # Postfix's MariaDB watcher reads the id of MariaDB's run (made at every start, in a database the old volume
+    # did not have): "<start> <uptime> <run id>"
+    probe = postfix(env, "postmap", "-q", "uptime", "mysql:/etc/postfix/sql/server_uptime.cf").strip()
+    assert re.fullmatch(r"\d+ \d+ [0-9a-f-]{36}", probe), probe
 
     users = json.loads(mailstack(REPOSITORY, env, "user", "list", "--json"))
     assert sorted(user["address"] for user in users) == ["alice@upgrade.test", "bob@upgrade.test"]
