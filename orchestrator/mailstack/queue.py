@@ -25,8 +25,21 @@ HOLDABLE_QUEUES = ("incoming", "deferred")
 # message of it) while qmgr's delivery attempt of the old one goes on; measured: of 10 messages requeued with their
 # LMTP deliveries in flight, 5 were delivered by those attempts and sat in maildrop too, to be delivered again.
 REQUEUEABLE_QUEUES = ("hold", "incoming", "deferred")
-# Actions that leave the active queue alone, and the queues they take from.
-OUTSIDE_ACTIVE = {"hold": HOLDABLE_QUEUES, "requeue": REQUEUEABLE_QUEUES}
+
+
+@dataclass(frozen=True)
+class OutsideActive:
+    """An action that leaves the active queue alone: the queues it takes from, and how its messages say so."""
+
+    queues: tuple[str, ...]
+    done: str  # "not held: ..."
+    risk: str  # why a message in the active queue is left
+
+
+OUTSIDE_ACTIVE = {
+    "hold": OutsideActive(HOLDABLE_QUEUES, "held", "holding a message mid-delivery can lose it"),
+    "requeue": OutsideActive(REQUEUEABLE_QUEUES, "requeued", "requeueing a message mid-delivery can deliver it twice"),
+}
 
 
 @dataclass(frozen=True)
@@ -101,18 +114,19 @@ class Queue:
             if action in OUTSIDE_ACTIVE:
                 self._refuse_active(action, [i for i in ids if entries[i] == "active"])
         argv = ["postsuper", flag, "-"] if not everything else ["postsuper", flag, "ALL"]
-        argv += OUTSIDE_ACTIVE.get(action, ())
+        rule = OUTSIDE_ACTIVE.get(action)
+        argv += rule.queues if rule else ()
         result = self.stack.exec("postfix", argv, input="".join(f"{i}\n" for i in ids).encode() if ids else None)
         # postsuper reports on stderr, e.g. "postsuper: Placed on hold: 2 messages"
         said = result.stderr.decode(errors="replace")
         counts = [int(n) for n in re.findall(r": (\d+) messages?", said)]
-        if action in OUTSIDE_ACTIVE and notice is not None:
+        if rule is not None and notice is not None:
             wanted = set(ids)
             busy = sorted(e.queue_id for e in self.entries()
                           if e.queue_name == "active" and (everything or e.queue_id in wanted))
             if busy:
-                notice(f"not {_DONE[action]}: {len(busy)} message(s) in the active queue ({_some(busy)}): Postfix "
-                       f"is delivering them now, and {_RISK[action]}; {action} again once they have left the "
+                notice(f"not {rule.done}: {len(busy)} message(s) in the active queue ({_some(busy)}): Postfix "
+                       f"is delivering them now, and {rule.risk}; {action} again once they have left the "
                        "active queue (`mailstack queue list`)")
         return sum(counts)
 
@@ -121,7 +135,7 @@ class Queue:
         if active:
             raise MailstackError(
                 f"cannot {action} {_some(active)} now: in the active queue (Postfix is delivering "
-                f"{'it' if len(active) == 1 else 'them'}; {_RISK[action]})",
+                f"{'it' if len(active) == 1 else 'them'}; {OUTSIDE_ACTIVE[action].risk})",
                 "try again once it has left the active queue (`mailstack queue list`: delivered, or deferred); "
                 "nothing was changed")
 
@@ -138,11 +152,6 @@ class Queue:
                 f" (and {len(missing) - 1} more unknown id(s))" if len(missing) > 1 else ""),
                 "`mailstack queue list` shows what is queued; nothing was changed")
         return present
-
-
-_DONE = {"hold": "held", "requeue": "requeued"}
-_RISK = {"hold": "holding a message mid-delivery can lose it",
-         "requeue": "requeueing a message mid-delivery can deliver it twice"}
 
 
 def _some(queue_ids: list[str], shown: int = 3) -> str:
